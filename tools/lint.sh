@@ -25,5 +25,7 @@ for r in roles/*/; do
     echo "ansible-doc -t role cannot render $name:"; cat "/tmp/ansible-doc-role-$name.err"; status=1
   fi
 done
-[ "$status" -eq 0 ] && echo "lint: ansible-lint clean; ansible-doc renders $(ls plugins/modules/*.py | wc -l) modules and $(ls -d roles/*/ | wc -l) roles"
+modules=$(find plugins/modules -name '*.py' | wc -l)
+roles=$(find roles -mindepth 1 -maxdepth 1 -type d | wc -l)
+[ "$status" -eq 0 ] && echo "lint: ansible-lint clean; ansible-doc renders $modules modules and $roles roles"
 exit "$status"

@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 name: health_verdict
 short_description: Combine health check results into one verdict
 version_added: 0.1.0
-author: sqlsynth.runbooks contributors
+author: sqlsynth.runbooks contributors (@sqlsynth)
 description:
   - Judges each health signal (the /health endpoint through the proxy and directly, the
     synthetic query, the served certificate, PostgreSQL, Redis, error ratio and latency
@@ -68,7 +68,7 @@ _value:
       type: list
       elements: str
     summary:
-      description: One line, for example C(verdict: unhealthy - broken: database, api).
+      description: "One line, for example C(verdict: unhealthy - broken: database, api)."
       type: str
 """
 

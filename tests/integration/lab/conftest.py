@@ -31,7 +31,7 @@ def curl_health():
 def wait_healthy(seconds=30):
     """Poll /health through nginx until it says healthy; returns the last body."""
     body = ""
-    for _ in range(seconds):
+    for _attempt in range(seconds):
         body = curl_health().stdout
         if '"healthy"' in body and '"unhealthy"' not in body:
             return body

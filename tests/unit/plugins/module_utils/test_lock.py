@@ -1,0 +1,46 @@
+"""The maintenance lock: one holder at a time, bounded waits, stale holders taken over."""
+import json
+import os
+import subprocess
+import sys
+
+from ansible_collections.sqlsynth.runbooks.plugins.module_utils import _lock
+
+
+def test_second_owner_waits_then_fails_while_first_holds(tmp_path):
+    path = _lock.lock_path(str(tmp_path), "postgres:db:5432/app")
+    assert _lock.acquire(path, "run-a", os.getpid(), timeout=0)[0]
+    ticks = iter(range(100))
+    ok, holder, waited, _ = _lock.acquire(path, "run-b", os.getpid(), timeout=3,
+                                          clock=lambda: next(ticks), sleep=lambda s: None)
+    assert not ok and holder["owner"] == "run-a" and waited >= 3
+
+
+def test_release_lets_the_next_run_in_and_only_the_owner_releases(tmp_path):
+    path = _lock.lock_path(str(tmp_path), "redis")
+    _lock.acquire(path, "run-a", os.getpid(), timeout=0)
+    assert _lock.release(path, "run-b") == (False, json.load(open(path)))
+    assert _lock.release(path, "run-a")[0]
+    assert _lock.acquire(path, "run-b", os.getpid(), timeout=0)[0]
+
+
+def test_same_owner_may_take_it_again(tmp_path):
+    path = _lock.lock_path(str(tmp_path), "host")
+    assert _lock.acquire(path, "run-a", os.getpid(), timeout=0)[0]
+    assert _lock.acquire(path, "run-a", os.getpid(), timeout=0)[0]
+
+
+def test_lock_of_a_dead_run_is_taken_over(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path = _lock.lock_path(str(tmp_path), "db")
+    with open(path, "w") as handle:
+        json.dump({"owner": "killed-run", "pid": dead.pid, "since": 0}, handle)
+    ok, holder, _, stale = _lock.acquire(path, "run-b", os.getpid(), timeout=0)
+    assert ok and stale and holder["owner"] == "run-b"
+
+
+def test_lock_names_are_safe_file_names(tmp_path):
+    path = _lock.lock_path(str(tmp_path), "../../etc/passwd postgres://x")
+    assert os.path.dirname(path) == str(tmp_path)
+    assert "/" not in os.path.basename(path)
