@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 subprocess.check_call([sys.executable, "-m", "ensurepip", "--upgrade"])
-args = [a for a in sys.argv[1:] if not a.startswith("--disable-pip-version-check")]
+args = [a for a in sys.argv[1:] if a not in ("--disable-pip-version-check", "--no-setuptools", "--no-wheel")]
 if args:
     subprocess.check_call([sys.executable, "-m", "pip", "install", "--disable-pip-version-check"] + args)
 PY

@@ -13,7 +13,7 @@ author: sqlsynth.runbooks contributors (@sqlsynth)
 description:
   - Makes sure two runbook runs never work on the same database, Redis or host at once.
     The lock is a file created atomically in O(lock_dir) on the host the task runs on
-    (run it on the controller with C(delegate_to: localhost) so every run sees the same locks).
+    (run it on the controller, delegated to localhost, so every run sees the same locks).
   - The file records the owner (the run id), the pid of the C(ansible-playbook) process and
     when it was taken. A second run waits up to O(timeout) seconds, then fails with a message
     naming the holder. A lock whose run is gone (its process no longer exists) is stale and is
