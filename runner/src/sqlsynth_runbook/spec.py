@@ -116,15 +116,23 @@ def _coerce(value: Any, otype: str, where: str) -> Any:
     return value
 
 
+INVENTORY_PREFIXES = ("sqlsynth_", "vault_")
+
+
 def validate_extravars(spec: RunbookSpec, extravars: dict | None) -> dict:
     """Check every extra variable against the spec's options and return them converted to their types.
 
     Required options are not enforced here: they may come from the inventory, and the runbook's
-    preflight role checks them with the inventory in view.
+    preflight role checks them with the inventory in view. Inventory-level variables
+    (``sqlsynth_*``, such as ``sqlsynth_confirm`` or an endpoint override, and ``vault_*``)
+    are passed through unchecked: they belong to every runbook.
     """
     result = {}
     for key, value in (extravars or {}).items():
         opt = spec.options.get(key)
+        if opt is None and key.startswith(INVENTORY_PREFIXES):
+            result[key] = value
+            continue
         if opt is None:
             known = ", ".join(sorted(spec.options)) or "none"
             raise InvalidExtravar(f"runbook {spec.name!r} has no option {key!r} (options: {known})")

@@ -115,3 +115,10 @@ def test_collections_path_for_the_run(collection_root, tmp_path, monkeypatch):
     (installed / "playbooks" / "vars").mkdir(parents=True)
     paths = Collection(str(installed))._envvars("r1")["ANSIBLE_COLLECTIONS_PATH"].split(os.pathsep)
     assert paths == [str(tmp_path / "c"), "/elsewhere"]
+
+
+def test_inventory_level_variables_pass_through_unchecked(collection):
+    from sqlsynth_runbook.spec import validate_extravars
+    spec = collection.describe("healthy")
+    out = validate_extravars(spec, {"sqlsynth_confirm": "true", "vault_sqlsynth_db_password": "x"})
+    assert out == {"sqlsynth_confirm": "true", "vault_sqlsynth_db_password": "x"}
