@@ -1,0 +1,85 @@
+"""The lab's webhook receiver: a real server on a free loopback port."""
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+import receiver
+
+
+def call(base, method, path, body=None, headers=None):
+    data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(base + path, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture
+def server(tmp_path):
+    store = tmp_path / "receiver" / "messages.jsonl"
+    srv = receiver.make_server("127.0.0.1", 0, str(store))
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}", store
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_post_is_stored_without_authorization_and_listed(server):
+    base, store = server
+    alert = {"status": "firing", "alerts": [{"labels": {"alertname": "HighErrorRate"}}]}
+    assert call(base, "POST", "/alertmanager", alert,
+                {"Content-Type": "application/json", "Authorization": "Bearer hush", "X-Test": "1"}) == \
+        (200, {"status": "stored"})
+    assert call(base, "POST", "/slack/hook", b"plain text body", {"Content-Type": "text/plain"})[0] == 200
+
+    status, messages = call(base, "GET", "/messages")
+    assert status == 200 and len(messages) == 2
+    first, second = messages
+    assert first["path"] == "/alertmanager" and first["body"] == alert
+    assert first["headers"]["X-Test"] == "1"
+    assert not any(k.lower() == "authorization" for k in first["headers"])
+    assert second["path"] == "/slack/hook" and second["body"] == "plain text body"
+    assert first["received_at"].endswith("+00:00")
+    lines = store.read_text().splitlines()
+    assert [json.loads(line)["path"] for line in lines] == ["/alertmanager", "/slack/hook"]
+    assert "hush" not in store.read_text()
+
+
+def test_delete_clears_and_health_answers(server):
+    base = server[0]
+    call(base, "POST", "/x", {"a": 1})
+    assert call(base, "DELETE", "/messages")[0] == 200
+    assert call(base, "GET", "/messages") == (200, [])
+    assert call(base, "GET", "/health")[0] == 200
+    assert call(base, "GET", "/nope")[0] == 404
+
+
+def test_command_line_serves_on_the_given_port_and_store(tmp_path, free_port):
+    port, store = free_port, tmp_path / "m.jsonl"
+    proc = subprocess.Popen([sys.executable, receiver.__file__, "--port", str(port),
+                             "--store", str(store)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert call(base, "GET", "/health")[0] == 200
+                break
+            except urllib.error.URLError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        call(base, "POST", "/hook", {"k": "v"})
+        assert json.loads(store.read_text())["body"] == {"k": "v"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
