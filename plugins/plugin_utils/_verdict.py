@@ -100,6 +100,13 @@ def _redis_detail(result):
         result.get("ping_ms"), "%.0f%% of maxmemory" % (ratio * 100) if ratio is not None else "unbounded")
 
 
+def _metrics_detail(result):
+    ratio, p95 = result.get("error_ratio"), result.get("p95_seconds")
+    return "error ratio %s, p95 %s over %s s" % (
+        "n/a (no requests)" if ratio is None else "%.1f%%" % (ratio * 100),
+        "n/a" if p95 is None else "%.0f ms" % (p95 * 1000), result.get("window"))
+
+
 def health_verdict(results, min_cert_days=14):
     """Return the verdict dict for ``results``.
 
@@ -136,28 +143,14 @@ def health_verdict(results, min_cert_days=14):
         probe = probes["synthetic_query"]
         signals.append(_signal("synthetic_query", "api", bool(probe.get("ok")), _probe_detail(probe), "synthetic_query"))
 
-    pg = results.get("postgres")
-    if pg and not pg.get("skipped"):
-        sig = _module_signal("postgres", "database", pg)
-        if sig["ok"]:
-            sig["detail"] = _postgres_detail(pg)
-        signals.append(sig)
-    rd = results.get("redis")
-    if rd and not rd.get("skipped"):
-        sig = _module_signal("redis", "cache", rd)
-        if sig["ok"]:
-            sig["detail"] = _redis_detail(rd)
-        signals.append(sig)
-    metrics = results.get("metrics")
-    if metrics and not metrics.get("skipped"):
-        sig = _module_signal("metrics", "metrics", metrics)
-        ratio = metrics.get("error_ratio")
-        p95 = metrics.get("p95_seconds")
-        if sig["ok"]:
-            sig["detail"] = "error ratio %s, p95 %s over %s s" % (
-                "n/a (no requests)" if ratio is None else "%.1f%%" % (ratio * 100),
-                "n/a" if p95 is None else "%.0f ms" % (p95 * 1000), metrics.get("window"))
-        signals.append(sig)
+    for key, component, describe in (("postgres", "database", _postgres_detail), ("redis", "cache", _redis_detail),
+                                     ("metrics", "metrics", _metrics_detail)):
+        result = results.get(key)
+        if result and not result.get("skipped"):
+            sig = _module_signal(key, component, result)
+            if sig["ok"]:
+                sig["detail"] = describe(result)
+            signals.append(sig)
 
     firing = []
     alerts = results.get("alerts")
