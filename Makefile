@@ -79,8 +79,8 @@ integration: deps
 molecule: deps
 	cd extensions && $(BIN)/molecule test -s health_check
 
-bench: deps lab-up
-	$(BIN)/python bench/health_fanout.py
+bench: deps
+	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 build: deps
 	$(BIN)/ansible-galaxy collection build --force --output-path .build

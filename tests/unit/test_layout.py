@@ -22,8 +22,12 @@ def test_there_are_roles_and_runbooks():
 
 @pytest.mark.parametrize("role", ROLES)
 def test_role_argument_specs_match_defaults(role):
-    spec = load("roles", role, "meta", "argument_specs.yml")["argument_specs"]["main"]
-    options = set((spec.get("options") or {}).keys())
+    entry_points = load("roles", role, "meta", "argument_specs.yml")["argument_specs"]
+    assert "main" in entry_points
+    spec = {"options": {}}
+    for entry in entry_points.values():
+        spec["options"].update(entry.get("options") or {})
+    options = set(spec["options"])
     defaults_path = os.path.join(ROOT, "roles", role, "defaults", "main.yml")
     defaults = set((load("roles", role, "defaults", "main.yml") or {}).keys()) if os.path.exists(defaults_path) else set()
     assert defaults <= options, "defaults without an argument spec: %s" % sorted(defaults - options)
