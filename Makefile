@@ -77,7 +77,7 @@ integration: deps
 	$(BIN)/pytest tests/integration
 
 molecule: deps
-	cd extensions && $(BIN)/molecule test -s health_check
+	$(BIN)/molecule test -s health_check
 
 bench: deps
 	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -70,31 +70,55 @@ def read_holder(path):
         return None
 
 
+def _publish(path, record):
+    """Create ``path`` holding ``record`` atomically: it never exists empty or half written.
+
+    The record goes to a private temporary file first, which is then hard-linked to the lock
+    name; link() fails with EEXIST when someone else holds the lock.
+    """
+    tmp = "%s.%d.%d.tmp" % (path, os.getpid(), int(time.time() * 1e6))
+    with open(tmp, "w") as handle:
+        json.dump(record, handle)
+    try:
+        os.link(tmp, path)
+        return True
+    except OSError as exc:
+        if exc.errno != errno.EEXIST:
+            raise
+        return False
+    finally:
+        os.unlink(tmp)
+
+
 def try_acquire(path, owner, pid, now=None):
     """One attempt. Returns (acquired, holder, took_over_stale)."""
     record = {"owner": owner, "pid": pid, "since": now or time.time()}
     stale = False
     for dummy in range(2):
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except OSError as exc:
-            if exc.errno != errno.EEXIST:
-                raise
-            holder = read_holder(path)
-            if holder and holder.get("owner") == owner:
-                return True, holder, False
-            if holder and alive(holder.get("pid")):
-                return False, holder, False
-            # The holder's run is gone (or the file is unreadable): take it over.
+        if _publish(path, record):
+            return True, record, stale
+        holder = read_holder(path)
+        if holder and holder.get("owner") == owner:
+            return True, holder, False
+        if holder is None and os.path.exists(path):
+            # Unreadable but present: never half written (see _publish), so it is damaged; treat
+            # it as held until it is older than a minute, then as stale.
             try:
-                os.unlink(path)
+                if time.time() - os.path.getmtime(path) < 60:
+                    return False, {"owner": "unknown (unreadable lock file)", "pid": None}, False
             except OSError:
-                pass
-            stale = True
-            continue
-        with os.fdopen(fd, "w") as handle:
-            json.dump(record, handle)
-        return True, record, stale
+                continue
+        elif holder and alive(holder.get("pid")):
+            return False, holder, False
+        # The holder's run is gone: take the lock over. Renaming it aside first means that of
+        # two runs racing to take over, only one removes it.
+        aside = "%s.stale.%d" % (path, os.getpid())
+        try:
+            os.rename(path, aside)
+            os.unlink(aside)
+        except OSError:
+            pass
+        stale = True
     return False, read_holder(path), False
 
 

@@ -44,3 +44,19 @@ def test_lock_names_are_safe_file_names(tmp_path):
     path = _lock.lock_path(str(tmp_path), "../../etc/passwd postgres://x")
     assert os.path.dirname(path) == str(tmp_path)
     assert "/" not in os.path.basename(path)
+
+
+def test_two_processes_racing_never_both_hold_the_lock(tmp_path):
+    """Many rounds of two live processes acquiring at once: exactly one wins each time."""
+    script = (
+        "import sys, os\n"
+        "sys.path.insert(0, %r)\n"
+        "from ansible_collections.sqlsynth.runbooks.plugins.module_utils import _lock\n"
+        "ok = _lock.try_acquire(sys.argv[1], sys.argv[2], os.getppid())[0]\n"
+        "print('won' if ok else 'lost')\n" % os.environ["ANSIBLE_COLLECTIONS_PATH"])
+    for round_no in range(40):
+        path = _lock.lock_path(str(tmp_path), "race-%d" % round_no)
+        procs = [subprocess.Popen([sys.executable, "-c", script, path, "run-%d" % i], stdout=subprocess.PIPE, text=True)
+                 for i in range(2)]
+        outcomes = sorted(p.communicate()[0].strip() for p in procs)
+        assert outcomes == ["lost", "won"], "round %d: %s" % (round_no, outcomes)
