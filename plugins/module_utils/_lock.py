@@ -42,14 +42,21 @@ def _parent(pid):
 
 
 def run_pid(start=None):
-    """The pid of the ansible-playbook (or runner) process this module runs under, else our parent."""
+    """The pid of the ansible-playbook (or runner) process this module runs under, else our parent.
+
+    Ansible runs each task in a short-lived fork of ansible-playbook whose command line is the
+    same, so the walk goes on to the topmost matching ancestor: the run itself.
+    """
     pid = start or os.getpid()
     first_parent = _parent(pid)
+    found = 0
     while pid > 1:
         if any(name in _cmdline(pid) for name in RUNNER_NAMES):
-            return pid
+            found = pid
+        elif found:
+            break
         pid = _parent(pid)
-    return first_parent or os.getpid()
+    return found or first_parent or os.getpid()
 
 
 def alive(pid):

@@ -60,3 +60,20 @@ def test_two_processes_racing_never_both_hold_the_lock(tmp_path):
                  for i in range(2)]
         outcomes = sorted(p.communicate()[0].strip() for p in procs)
         assert outcomes == ["lost", "won"], "round %d: %s" % (round_no, outcomes)
+
+
+def test_run_pid_is_the_topmost_playbook_process_not_the_task_fork(tmp_path):
+    """A task runs in a fork of ansible-playbook: the lock must name the long-lived parent."""
+    module = tmp_path / "module.py"
+    module.write_text("import sys\nsys.path.insert(0, %r)\n"
+                      "from ansible_collections.sqlsynth.runbooks.plugins.module_utils import _lock\n"
+                      "print(_lock.run_pid())\n" % os.environ["ANSIBLE_COLLECTIONS_PATH"])
+    fork = tmp_path / "fork.py"  # stands for the per-task worker, also named ansible-playbook
+    fork.write_text("import subprocess\nsubprocess.run([%r, %r])\n" % (sys.executable, str(module)))
+    top = tmp_path / "top.py"
+    top.write_text("import subprocess, sys\n"
+                   "subprocess.run(['bash', '-c', 'exec -a ansible-playbook %s %s'])\n" % (sys.executable, fork))
+    proc = subprocess.Popen(["bash", "-c", "exec -a ansible-playbook %s %s" % (sys.executable, top)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate()
+    assert out.strip() == str(proc.pid), err
