@@ -13,7 +13,7 @@ def test_tarball_installs_and_health_check_runs_by_fqcn(tmp_path):
     tarball = glob.glob(str(tmp_path / "sqlsynth-runbooks-*.tar.gz"))
     assert len(tarball) == 1
     target = tmp_path / "collections"
-    subprocess.run([galaxy, "collection", "install", tarball[0], "-p", str(target), "--no-deps"], check=True,
+    subprocess.run([galaxy, "collection", "install", tarball[0], "-p", str(target), "--no-deps", "--force"], check=True,
                    capture_output=True, env=ENV)
     installed = target / "ansible_collections" / "sqlsynth" / "runbooks"
     assert (installed / "playbooks" / "health_check.yml").is_file()
