@@ -25,13 +25,8 @@ description:
   - The defaults are the metric names the app really emits (not the C(api_requests_total) and
     C(sql_synthesizer_*) names of its documentation).
 author: sqlsynth.runbooks contributors (@sqlsynth)
-attributes:
-  check_mode:
-    support: full
-    description: The module only reads; it behaves the same in check mode.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is no diff.
+extends_documentation_fragment:
+  - sqlsynth.runbooks.info_module
 options:
   url:
     description: URL of a C(/metrics) endpoint. Exactly one of O(url) and O(prometheus_url) is required.

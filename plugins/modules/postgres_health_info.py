@@ -20,14 +20,8 @@ description:
   - The session is read-only (C(default_transaction_read_only)) with C(statement_timeout) set; all SQL is static.
 author: sqlsynth.runbooks contributors (@sqlsynth)
 extends_documentation_fragment:
+  - sqlsynth.runbooks.info_module
   - sqlsynth.runbooks.postgres
-attributes:
-  check_mode:
-    support: full
-    description: The module only reads; it behaves the same in check mode.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is no diff.
 options:
   long_running_seconds:
     description:

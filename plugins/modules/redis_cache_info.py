@@ -22,14 +22,8 @@ description:
     C(CONFIG GET maxmemory-policy); never KEYS.
 author: sqlsynth.runbooks contributors (@sqlsynth)
 extends_documentation_fragment:
+  - sqlsynth.runbooks.info_module
   - sqlsynth.runbooks.redis
-attributes:
-  check_mode:
-    support: full
-    description: The module only reads; it behaves the same in check mode.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is no diff.
 options:
   patterns:
     description:

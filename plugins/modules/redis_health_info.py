@@ -20,14 +20,8 @@ description:
     Redis, ACL) the policy comes from INFO.
 author: sqlsynth.runbooks contributors (@sqlsynth)
 extends_documentation_fragment:
+  - sqlsynth.runbooks.info_module
   - sqlsynth.runbooks.redis
-attributes:
-  check_mode:
-    support: full
-    description: The module only reads; it behaves the same in check mode.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is no diff.
 options:
   memory_max_ratio:
     description:
