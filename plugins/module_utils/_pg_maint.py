@@ -79,7 +79,7 @@ def table_reasons(row, p):
     for key, hours, out in (('vacuum_max_age_hours', row['hours_since_vacuum'], vacuum),
                             ('analyze_max_age_hours', row['hours_since_analyze'], analyze)):
         if p.get(key) is not None and (hours is None or hours >= p[key]):
-            out.append('%s %s' % (key.split('_')[0], 'never run' if hours is None else '%.1f h ago' % hours))
+            out.append('%s %s' % (key.split('_', maxsplit=1)[0], 'never run' if hours is None else '%.1f h ago' % hours))
     return vacuum, analyze
 
 

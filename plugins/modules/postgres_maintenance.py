@@ -33,10 +33,12 @@ extends_documentation_fragment:
   - sqlsynth.runbooks.postgres
 attributes:
   check_mode:
+    description: Can run in check mode and report what it would do without changing the target.
     support: full
     details: Returns the exact SQL statements it would run, per table (RV(plan)), and whether a backup
       would be taken; changes nothing (the inspection runs in a read-only session).
   diff_mode:
+    description: Would return details on what has changed.
     support: none
 options:
   actions:

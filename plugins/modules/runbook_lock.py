@@ -22,9 +22,11 @@ description:
   - The lock file is bookkeeping, not a change to the target, so the module reports C(changed=false).
 attributes:
   check_mode:
+    description: Can run in check mode and report what it would do without changing the target.
     support: full
     details: In check mode the lock is not taken; the module reports who holds it, if anyone.
   diff_mode:
+    description: Would return details on what has changed.
     support: none
 options:
   name:

@@ -114,6 +114,7 @@ def cmd_describe(coll: Collection, args) -> int:
     if args.json:
         print(json.dumps(spec.to_dict(), indent=2, default=str))
         return EXIT_OK
+
     def say(text, indent="  ", hang=""):
         print(textwrap.fill(str(text), width=100, initial_indent=indent, subsequent_indent=indent + hang))
 

@@ -242,7 +242,7 @@ def test_two_concurrent_runs_do_not_overlap(tmp_path, lab_certificate):
     results = []
     threads = [threading.Thread(target=lambda: results.append(
         renew(tmp_path, cert_renewal_provider="internal_ca", cert_renewal_force=True, cert_renewal_lock_timeout=900)))
-        for _ in range(2)]
+        for dummy in range(2)]
     for thread in threads:
         thread.start()
         time.sleep(1)

@@ -66,7 +66,7 @@ def fingerprint():
 
 
 def wait_dead(tables, at_least, seconds=20):
-    for _ in range(seconds * 2):
+    for dummy in range(seconds * 2):
         current = stats()
         if all(current[t][1] >= at_least for t in tables):
             return current
@@ -214,7 +214,10 @@ def _lock_window(stdout):
     """(lock taken, lock released) times of one run, from the json callback."""
     doc = json.loads(stdout[stdout.index("{"):])
     tasks = {t["task"]["name"]: t["task"]["duration"] for t in doc["plays"][0]["tasks"]}
-    stamp = lambda s: datetime.datetime.fromisoformat(s.rstrip("Z")).timestamp()  # noqa: E731
+
+    def stamp(text):
+        return datetime.datetime.fromisoformat(text.rstrip("Z")).timestamp()
+
     return stamp(tasks["Take the maintenance lock for the database"]["end"]), \
         stamp(tasks["Release the maintenance lock"]["start"])
 

@@ -118,7 +118,7 @@ def test_forced_rotation_of_the_lab_logs_keeps_writers_on_the_fresh_files_and_re
     sizes = {n: os.path.getsize(LAB_LIVE[n]) for n in newest}
     rotated_sizes = {n: os.path.getsize(path) for n, path in newest.items()}
     api_query()
-    for _ in range(20):
+    for dummy in range(20):
         if all(os.path.getsize(LAB_LIVE[n]) > sizes[n] for n in newest):
             break
         threading.Event().wait(0.5)

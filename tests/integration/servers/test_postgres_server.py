@@ -92,7 +92,7 @@ def test_long_running_query_shows_up_with_truncated_text(pg_server, wait_for):
 
 
 def test_connections_above_ratio_fail(pg_server):
-    sessions = [pg_server.connect() for _ in range(5)]
+    sessions = [pg_server.connect() for dummy in range(5)]
     try:
         result = _postgres.health(pg_server.params(connections_max_ratio=0.25))
     finally:

@@ -69,7 +69,7 @@ def test_hit_ratio_and_keys_follow_real_lookups(redis_server):
     assert _redis.health(server.params(db=1))['hit_ratio'] is None  # no lookups yet
     client.set('tables', 'users')
     client.set('SELECT 1|page=1|page_size=10', '[]')
-    for _ in range(3):
+    for dummy in range(3):
         assert client.get('tables') == 'users'
     assert client.get('never-cached') is None
     result = _redis.health(server.params(db=1))

@@ -11,8 +11,8 @@ from sqlsynth_runbook import Collection, PlayStarted, RunFinished, TaskResult, T
 def test_healthy_run(collection, inventory, tmp_path):
     seen = []
     marker = tmp_path / "marker"
-    result = collection.run("healthy", inventory, extravars={"retries": "5", "marker_path": str(marker),
-                                                              "greeting": "hi there"}, on_event=seen.append)
+    extravars = {"retries": "5", "marker_path": str(marker), "greeting": "hi there"}
+    result = collection.run("healthy", inventory, extravars=extravars, on_event=seen.append)
     assert (result.status, result.rc) == ("successful", 0)
     assert result.healthy
     assert result.stats == {"localhost": {"ok": 2, "changed": 1, "failures": 0, "unreachable": 0, "skipped": 0}}
@@ -59,7 +59,7 @@ def test_limit_excluding_every_host_fails_cleanly(collection, inventory):
 
 
 def _sleep_running(seconds):
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=False).stdout
     return any(line.strip() == f"sleep {seconds}" for line in out.splitlines())
 
 
@@ -92,5 +92,5 @@ def test_rotation_keeps_the_last_n_runs(collection_root, inventory, tmp_path):
     coll = Collection(str(collection_root), artifacts_root=str(tmp_path / "runs"), rotate_artifacts=2)
     unrelated = tmp_path / "runs" / "not-a-run"
     unrelated.mkdir(parents=True)
-    ids = [coll.run("broken", inventory).run_id for _ in range(3)]
+    ids = [coll.run("broken", inventory).run_id for dummy in range(3)]
     assert sorted(os.listdir(tmp_path / "runs")) == sorted(ids[1:] + ["not-a-run"])

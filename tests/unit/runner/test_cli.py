@@ -18,7 +18,7 @@ def cli(collection_root, tmp_path):
 
     def run(*args, timeout=120):
         return subprocess.run([CLI, *args], capture_output=True, text=True, env=env, timeout=timeout,
-                              cwd=str(tmp_path))
+                              cwd=str(tmp_path), check=False)
     run.env = env
     run.runs = tmp_path / "cache" / "sqlsynth-runbook" / "runs"
     return run
@@ -112,7 +112,7 @@ def test_bad_input_exits_2_with_one_line(cli, inventory, args, text):
 def test_no_collection_exits_2(cli, tmp_path):
     env = {k: v for k, v in cli.env.items() if k != "SQLSYNTH_COLLECTION_ROOT"}
     env["ANSIBLE_COLLECTIONS_PATH"] = str(tmp_path / "none")
-    proc = subprocess.run([CLI, "list"], capture_output=True, text=True, env=env, cwd=str(tmp_path))
+    proc = subprocess.run([CLI, "list"], capture_output=True, text=True, env=env, cwd=str(tmp_path), check=False)
     assert_one_line_error(proc, "no sqlsynth.runbooks collection found")
 
 

@@ -11,8 +11,8 @@ def test_second_owner_waits_then_fails_while_first_holds(tmp_path):
     path = _lock.lock_path(str(tmp_path), "postgres:db:5432/app")
     assert _lock.acquire(path, "run-a", os.getpid(), timeout=0)[0]
     ticks = iter(range(100))
-    ok, holder, waited, _ = _lock.acquire(path, "run-b", os.getpid(), timeout=3,
-                                          clock=lambda: next(ticks), sleep=lambda s: None)
+    ok, holder, waited, dummy = _lock.acquire(path, "run-b", os.getpid(), timeout=3,
+                                              clock=lambda: next(ticks), sleep=lambda s: None)
     assert not ok and holder["owner"] == "run-a" and waited >= 3
 
 
@@ -36,7 +36,7 @@ def test_lock_of_a_dead_run_is_taken_over(tmp_path):
     path = _lock.lock_path(str(tmp_path), "db")
     with open(path, "w") as handle:
         json.dump({"owner": "killed-run", "pid": dead.pid, "since": 0}, handle)
-    ok, holder, _, stale = _lock.acquire(path, "run-b", os.getpid(), timeout=0)
+    ok, holder, dummy, stale = _lock.acquire(path, "run-b", os.getpid(), timeout=0)
     assert ok and stale and holder["owner"] == "run-b"
 
 

@@ -51,7 +51,7 @@ def test_xid_age_gives_freeze():
 
 
 def test_vacuum_without_analyze_action():
-    stmts, _ = _pg_maint.plan_table(table(dead=5000, live=100), dict(P, actions=['vacuum']))
+    stmts = _pg_maint.plan_table(table(dead=5000, live=100), dict(P, actions=['vacuum']))[0]
     assert sql_of(stmts) == ['VACUUM "public"."t"']
 
 

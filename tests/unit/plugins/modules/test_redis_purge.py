@@ -259,4 +259,3 @@ def test_cache_info_reports_memory_ratios_patterns_and_biggest_keys(params, caps
 def test_cache_info_on_an_unreachable_server_is_a_result_not_a_crash(params, capsys):
     code, result, _out = run_main(redis_cache_info, dict(module_args(params), port=free_port()), capsys)
     assert code == 0 and result['reachable'] is False and result['error_kind'] == 'refused'
-
