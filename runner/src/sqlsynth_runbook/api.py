@@ -25,6 +25,7 @@ ENV_ROOT = "SQLSYNTH_COLLECTION_ROOT"
 COLLECTION_SUBPATH = os.path.join("ansible_collections", "sqlsynth", "runbooks")
 DEFAULT_COLLECTIONS_PATHS = ("~/.ansible/collections", "/usr/share/ansible/collections")
 RUN_MARKER = ".sqlsynth-runbook-run"
+TIMELINE_CALLBACK = "sqlsynth.runbooks.timeline"
 RUN_ENV = "SQLSYNTH_RUNBOOK_RUN_ID"  # set in every process of a run, to find its leftovers
 STATUSES = ("successful", "failed", "canceled", "timeout")
 
@@ -81,6 +82,7 @@ class RunResult:
     artifacts_dir: str
     private_data_dir: str
     duration_seconds: float
+    timeline_dir: str | None = None  # timeline.json, report.md, postmortem.md of this run
 
     @property
     def healthy(self) -> bool:
@@ -98,6 +100,13 @@ class RunResult:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _timeline_dir(pdd: str) -> str | None:
+    """The run's timeline folder (named after the playbook's run id, so found rather than built)."""
+    top = os.path.join(pdd, "timeline")
+    found = sorted(os.path.join(top, d) for d in os.listdir(top)) if os.path.isdir(top) else []
+    return found[0] if found else None
 
 
 def _host_stats(stats_event: dict | None) -> dict:
@@ -228,7 +237,13 @@ class Collection:
         path = os.environ.get("PATH", os.defpath)
         if os.path.exists(os.path.join(bindir, "ansible-playbook")):
             path = bindir + os.pathsep + path
-        return {"ANSIBLE_COLLECTIONS_PATH": os.pathsep.join(paths), "PATH": path, RUN_ENV: run_id}
+        # Every run records its timeline (plugins/callback/timeline.py) inside its own private dir,
+        # where the scrubber cleans it with the rest of the artifacts.
+        callbacks = [c for c in os.environ.get("ANSIBLE_CALLBACKS_ENABLED", "").split(",") if c.strip()]
+        callbacks = list(dict.fromkeys(callbacks + [TIMELINE_CALLBACK]))
+        return {"ANSIBLE_COLLECTIONS_PATH": os.pathsep.join(paths), "PATH": path, RUN_ENV: run_id,
+                "ANSIBLE_CALLBACKS_ENABLED": ",".join(callbacks),
+                "SQLSYNTH_TIMELINE_DIR": os.path.join(self.artifacts_root, run_id, "timeline")}
 
     def _rotate(self) -> None:
         if not self.rotate_artifacts or not os.path.isdir(self.artifacts_root):
@@ -298,7 +313,8 @@ class Collection:
                 result = RunResult(
                     runbook=name, run_id=run_id, status=status, rc=runner.rc, stats=_host_stats(stats_event),
                     verdict=verdict, failed_tasks=failed, artifacts_dir=runner.config.artifact_dir,
-                    private_data_dir=pdd, duration_seconds=round(time.monotonic() - started, 3))
+                    private_data_dir=pdd, duration_seconds=round(time.monotonic() - started, 3),
+                    timeline_dir=_timeline_dir(pdd))
             except BaseException as exc:  # report through wait(), never kill the caller's thread silently
                 handle._error = exc
                 result = None

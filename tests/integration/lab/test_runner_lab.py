@@ -1,4 +1,5 @@
 """The CLI and the Python API on the real lab: progress, exit code = verdict, no secret in artifacts."""
+import json
 import os
 import subprocess
 import uuid
@@ -60,3 +61,16 @@ def test_canary_secret_passed_as_extra_variable_is_in_no_artifact(tmp_path):
     assert os.listdir(tmp_path), "no artifacts were written"
     assert files_containing(str(tmp_path), canary) == []
     assert canary not in result.stdout + result.stderr
+
+
+def test_api_run_records_a_timeline_report_and_postmortem_without_secrets(tmp_path):
+    result = Collection(root=ROOT, artifacts_root=str(tmp_path)).run(
+        "health_check", inventory="inventories/lab", extravars={"sqlsynth_api_key": "CANARY-timeline-key"})
+    assert result.timeline_dir, "the run recorded no timeline"
+    names = sorted(os.listdir(result.timeline_dir))
+    assert names == ["postmortem.md", "report.md", "timeline.json"]
+    with open(os.path.join(result.timeline_dir, "timeline.json")) as handle:
+        timeline = json.load(handle)
+    phases = {entry["phase"] for entry in timeline["entries"]}
+    assert {"prerequisites", "verified"} <= phases, phases
+    assert files_containing(str(tmp_path), "CANARY-timeline-key") == []
