@@ -204,5 +204,6 @@ class CallbackModule(CallbackBase):
         except Exception as exc:  # a full disk must not turn a finished run into a traceback
             self._display.warning("sqlsynth.runbooks.timeline: could not write the timeline: %s" % exc)
             return
+        # stderr: stdout may be a machine-readable stream (json callback, ansible-runner).
         self._display.display("TIMELINE: %s  REPORT: %s  POST-MORTEM: %s" % (
-            paths["timeline.json"], paths["report.md"], paths["postmortem.md"]))
+            paths["timeline.json"], paths["report.md"], paths["postmortem.md"]), stderr=True)

@@ -126,16 +126,23 @@ def _kill_leftovers(run_id: str) -> int:
     """
     needle = f"{RUN_ENV}={run_id}".encode()
     killed = 0
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as fh:
-                if needle in fh.read().split(b"\0"):
-                    os.kill(int(entry), signal.SIGKILL)
-                    killed += 1
-        except OSError:
-            pass
+    # A process forked while /proc is being read escapes one scan, so scan until one finds nothing.
+    for _round in range(20):
+        found = 0
+        for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as fh:
+                    if needle in fh.read().split(b"\0"):
+                        os.kill(int(entry), signal.SIGKILL)
+                        found += 1
+            except OSError:
+                pass
+        killed += found
+        if not found:
+            break
+        time.sleep(0.1)
     return killed
 
 

@@ -212,7 +212,8 @@ def test_production_guard_refuses_terminating_sessions_and_changes_nothing(bloat
 
 def _lock_window(stdout):
     """(lock taken, lock released) times of one run, from the json callback."""
-    doc = json.loads(stdout[stdout.index("{"):])
+    # raw_decode: the merged stderr may carry lines after the JSON document (the timeline paths).
+    doc = json.JSONDecoder().raw_decode(stdout[stdout.index("{"):])[0]
     tasks = {t["task"]["name"]: t["task"]["duration"] for t in doc["plays"][0]["tasks"]}
 
     def stamp(text):

@@ -82,7 +82,9 @@ def run_playbook(tmp_path, out, *extra):
         [os.path.join(BIN, "ansible-playbook"), "-i", str(tmp_path / "inv.ini"), str(tmp_path / "pb.yml"),
          "-e", "webhook_url=https://hooks.example/services/%s" % CANARIES[3], "-e", "deploy_secret=%s" % CANARIES[1]]
         + list(extra), cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300, check=False)
-    line = [x for x in proc.stdout.splitlines() if x.startswith("TIMELINE: ")]
+    # The paths line goes to stderr, so a machine-readable stdout stays clean.
+    line = [x for x in proc.stderr.splitlines() if x.startswith("TIMELINE: ")]
+    assert not any(x.startswith("TIMELINE: ") for x in proc.stdout.splitlines())
     return proc, line
 
 
