@@ -91,6 +91,21 @@ def _rescued(task):
     return False
 
 
+INCLUDE_ACTIONS = frozenset(("include_role", "import_role", "include_tasks", "import_tasks", "ansible.builtin.include_role",
+                             "ansible.builtin.import_role", "ansible.builtin.include_tasks",
+                             "ansible.builtin.import_tasks"))
+
+
+def _plain_name(obj):
+    """A task's or role's name without the collection prefix (IncludeRole.get_name takes no options)."""
+    if not hasattr(obj, "get_name"):
+        return str(obj)
+    try:
+        return str(obj.get_name(include_role_fqcn=False))
+    except TypeError:
+        return str(obj.get_name())
+
+
 def _names(task):
     """The task's own name, then the names of its enclosing blocks and includes, then its role's name."""
     names, node, role = [], task, None
@@ -103,7 +118,7 @@ def _names(task):
         role = role or getattr(node, "_role", None)
         node = getattr(node, "_parent", None)
     if role is not None:
-        names.append(str(role.get_name(include_role_fqcn=False)) if hasattr(role, "get_name") else str(role))
+        names.append(_plain_name(role))
     return names
 
 
@@ -159,12 +174,14 @@ class CallbackModule(CallbackBase):
             self._redactor.add(secret_values(facts))
             if facts.get(RUN_ID_FACT):
                 self._run["run_id"] = str(facts[RUN_ID_FACT])
+        if getattr(task, "action", "") in INCLUDE_ACTIONS and event != "failed":
+            return  # a container: the tasks it includes are recorded themselves
         status = status_of(data, event)
         entry = {
             "ts": self._now(),
             "phase": phase_of(_names(task)),
             "host": _host_of(result).get_name(),
-            "task": task.get_name(include_role_fqcn=False) if hasattr(task, "get_name") else str(task),
+            "task": _plain_name(task),
             "status": status,
             "summary": self._redactor.text(summarize(data, status)),
         }

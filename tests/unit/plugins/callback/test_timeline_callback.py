@@ -31,6 +31,12 @@ PLAYBOOK = """
     - name: Check the service
       ansible.builtin.include_role:
         name: verify
+    - name: Check the service again, one file of the role
+      ansible.builtin.include_role:
+        name: verify
+        tasks_from: main
+        apply:
+          tags: [verify]
     - name: Steps | Restart the app
       block:
         - name: Steps | Write the marker
@@ -99,6 +105,14 @@ def drill(tmp_path_factory):
             "report": (run_dir / "report.md").read_text(), "postmortem": (run_dir / "postmortem.md").read_text()}
 
 
+def test_the_callback_handles_every_event_without_a_warning(drill):
+    output = drill["proc"].stdout + drill["proc"].stderr
+    assert "Callback dispatch" not in output, output[-3000:]
+    tasks = [e["task"] for e in drill["doc"]["entries"]]
+    assert tasks.count("verify : Probe the service") == 2, tasks
+    assert "Check the service" not in tasks, "an include is a container, not a step"
+
+
 def test_prints_the_three_paths_on_one_line(drill):
     assert len(drill["line"]) == 1
     for name in ("timeline.json", "report.md", "postmortem.md"):
@@ -117,6 +131,7 @@ def test_entries_phases_and_order(drill):
         ("Triage | Classify the incident", "found", "ok"),
         ("Read the logs", "found", "ok"),              # phase from the enclosing block "Diagnostics"
         ("verify : Probe the service", "verified", "ok"),  # phase from the role name "verify"
+        ("verify : Probe the service", "verified", "ok"),  # again, included with tasks_from and apply
         ("Steps | Write the marker", "done", "changed"),
         ("Steps | Restart", "done", "failed"),
         ("Rollback | Restore the marker", "rollback", "changed"),
