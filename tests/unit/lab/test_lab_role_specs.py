@@ -68,5 +68,5 @@ def test_lab_down_purge_default_matches_role():
 
 def test_faults_off_has_the_keys_the_app_reads():
     assert ROLE_VARS["_lab_faults_off"] == {
-        "error_burst": False, "latency_ms": 0, "hang": False, "pool_exhaustion": False,
+        "error_burst": False, "latency_ms": 0, "hang": False, "pool_exhaustion": False, "armed_at": {},
     }

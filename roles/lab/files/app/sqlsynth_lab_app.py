@@ -5,6 +5,11 @@ names, cache key scheme, audit log format and configuration variables as the rea
 (see the collection's CONTRIBUTING.md), with a deterministic rule-based "synthesizer"
 instead of an LLM, and switchable faults read from a JSON file on every request.
 
+error_burst and latency are held by the running process: faults.json records when each was
+armed (``armed_at``, epoch seconds; the file's mtime when absent) and the app applies them only
+when armed after its own start, so an app restart clears them. hang and pool_exhaustion follow
+the file alone.
+
 Runs on Debian 12's python3 with python3-flask, python3-psycopg, python3-psycopg-pool,
 python3-redis and python3-prometheus-client, e.g.
 ``gunicorn --workers 1 --threads 8 --bind 127.0.0.1:5000 sqlsynth_lab_app:app``.
@@ -19,8 +24,13 @@ Configuration (environment):
     QUERY_AGENT_CACHE_MAX_SIZE (1000), QUERY_AGENT_REDIS_HOST/PORT/DB/PASSWORD
     QUERY_AGENT_API_KEY_REQUIRED (false), QUERY_AGENT_API_KEY
     QUERY_AGENT_RATE_LIMIT_PER_MINUTE (60), QUERY_AGENT_MAX_REQUEST_SIZE_MB (1)
+    QUERY_AGENT_ENABLE_HSTS (false)    Strict-Transport-Security on every response
+    QUERY_AGENT_CSRF_ENABLED (false)   POSTs without an API key need X-CSRF-Token equal to the
+                                       csrf_token cookie; every response says X-CSRF-Protection
     QUERY_AGENT_AUDIT_LOG_FILE (/var/log/sql_synthesizer/audit.log)
     SQLSYNTH_LAB_FAULTS_FILE (/opt/sqlsynth-lab/faults.json)
+    SQLSYNTH_LAB_OVERRIDES_FILE        KEY=VALUE lines merged over the environment at start
+                                       (invalid lines are logged and ignored)
 """
 
 import hmac
@@ -48,6 +58,8 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+import sqlsynth_lab_overrides
+
 LOG = logging.getLogger("sqlsynth_lab_app")
 APPLICATION_NAME = "sql_synthesizer"
 QUERY_TYPE = "synthesized"
@@ -56,6 +68,9 @@ MAX_QUESTION_LENGTH = 1000
 ERROR_TYPES = ("sql_injection_attempt", "query_execution_failed", "schema_discovery_failed", "llm_api_failed")
 TIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 TRUSTED_PROXIES = ("127.0.0.1", "::1")
+HSTS_VALUE = "max-age=31536000; includeSubDomains"
+# Faults held by the running process (armed_at key in faults.json -> key of the switch).
+PROCESS_FAULTS = {"error_burst": "error_burst", "latency": "latency_ms"}
 
 
 # --------------------------------------------------------------------------- configuration
@@ -77,7 +92,13 @@ def _env_num(env, name, default, kind=int):
 
 
 def load_config(env):
-    """Read the service's QUERY_AGENT_* variables (and the lab's own) from ``env``."""
+    """Read the service's QUERY_AGENT_* variables (and the lab's own) from ``env``.
+
+    The overrides file named by SQLSYNTH_LAB_OVERRIDES_FILE is merged over ``env`` first.
+    """
+    overrides_file = env.get(sqlsynth_lab_overrides.PATH_VARIABLE) or ""
+    overrides = sqlsynth_lab_overrides.read(overrides_file, log=LOG)
+    env = dict(env, **overrides)
     return {
         "database_url": env.get("QUERY_AGENT_DATABASE_URL")
         or env.get("DATABASE_URL") or "postgresql://sql_user@127.0.0.1:5432/sql_synthesizer",
@@ -97,8 +118,12 @@ def load_config(env):
         "api_key": env.get("QUERY_AGENT_API_KEY") or "",
         "rate_limit": _env_num(env, "QUERY_AGENT_RATE_LIMIT_PER_MINUTE", 60),
         "max_request_mb": _env_num(env, "QUERY_AGENT_MAX_REQUEST_SIZE_MB", 1.0, float),
+        "hsts": _env_bool(env, "QUERY_AGENT_ENABLE_HSTS", False),
+        "csrf_enabled": _env_bool(env, "QUERY_AGENT_CSRF_ENABLED", False),
         "audit_log_file": env.get("QUERY_AGENT_AUDIT_LOG_FILE") or "/var/log/sql_synthesizer/audit.log",
         "faults_file": env.get("SQLSYNTH_LAB_FAULTS_FILE") or "/opt/sqlsynth-lab/faults.json",
+        "overrides_file": overrides_file,
+        "overrides": sorted(overrides),
     }
 
 
@@ -146,13 +171,20 @@ class Metrics:
 # --------------------------------------------------------------------------- faults
 
 class Faults:
-    """The lab's fault switches, re-read when the file's stat changes."""
+    """The lab's fault switches, re-read when the file's stat changes.
+
+    error_burst and latency count only when armed after ``started`` (this process's start):
+    ``armed_at: {fault: epoch seconds}`` in the file, else the file's mtime (with MTIME_SLACK
+    for coarse file system clocks).
+    """
 
     DEFAULTS = {"error_burst": False, "latency_ms": 0, "hang": False, "hang_seconds": 120,
                 "pool_exhaustion": False}
+    MTIME_SLACK = 1.0
 
-    def __init__(self, path):
+    def __init__(self, path, started=None):
         self.path = path
+        self.started = time.time() if started is None else started
         self._lock = threading.Lock()
         self._stamp = None
         self._value = dict(self.DEFAULTS)
@@ -165,11 +197,17 @@ class Faults:
             stamp = None
         with self._lock:
             if stamp != self._stamp:
-                self._value = self._read() if stamp else dict(self.DEFAULTS)
+                self._value = self._read(stamp[0] / 1e9) if stamp else dict(self.DEFAULTS)
                 self._stamp = stamp
             return self._value
 
-    def _read(self):
+    def armed_since_start(self, armed_at, mtime):
+        """True when a fault armed at ``armed_at`` (or, unknown, by a file written at ``mtime``) is for this process."""
+        if isinstance(armed_at, (int, float)) and not isinstance(armed_at, bool):
+            return armed_at >= self.started
+        return mtime >= self.started - self.MTIME_SLACK
+
+    def _read(self, mtime):
         value = dict(self.DEFAULTS)
         try:
             with open(self.path, encoding="utf-8") as handle:
@@ -180,9 +218,16 @@ class Faults:
                 value[key] = bool(data.get(key, False))
             for key in ("latency_ms", "hang_seconds"):
                 value[key] = max(0, int(data.get(key, self.DEFAULTS[key]) or 0))
+            armed = data.get("armed_at")
+            armed = armed if isinstance(armed, dict) else {}
         except (OSError, ValueError, TypeError) as exc:
             LOG.warning("faults file %s unreadable (%s): no faults active", self.path, exc)
             return dict(self.DEFAULTS)
+        for name, key in PROCESS_FAULTS.items():
+            if value[key] and not self.armed_since_start(armed.get(name), mtime):
+                LOG.warning("fault %s in %s was armed before this process started: not applied "
+                            "(switch it on again to re-arm it)", name, self.path)
+                value[key] = self.DEFAULTS[key]
         return value
 
 
@@ -612,13 +657,21 @@ def presented_api_key():
     return request.headers.get("X-API-Key") or request.headers.get("X-API-TOKEN") or ""
 
 
+def csrf_token_valid():
+    """Double-submit check for browser-style calls: X-CSRF-Token equals the csrf_token cookie."""
+    header = request.headers.get("X-CSRF-Token", "")
+    cookie = request.cookies.get("csrf_token", "")
+    return bool(header and cookie) and hmac.compare_digest(header.encode(), cookie.encode())
+
+
 # --------------------------------------------------------------------------- the app
 
 class LabState:
     def __init__(self, cfg):
         self.cfg = cfg
         self.metrics = Metrics()
-        self.faults = Faults(cfg["faults_file"])
+        self.started = time.time()
+        self.faults = Faults(cfg["faults_file"], started=self.started)
         self.cache = Cache(cfg, self.metrics)
         self.db = Database(cfg, self.metrics)
         self.limiter = RateLimiter(cfg["rate_limit"])
@@ -637,6 +690,8 @@ def _error(status, message):
 
 def create_app(environ=None):
     cfg = load_config(os.environ if environ is None else environ)
+    if cfg["overrides"]:
+        LOG.info("settings from %s: %s", cfg["overrides_file"], ", ".join(cfg["overrides"]))
     state = LabState(cfg)
     metrics, faults, cache, db, audit = state.metrics, state.faults, state.cache, state.db, state.audit
     app = Flask(__name__)
@@ -674,6 +729,9 @@ def create_app(environ=None):
     @app.after_request
     def after(response):
         response.headers["X-Request-ID"] = g.get("trace_id", "")
+        response.headers["X-CSRF-Protection"] = "enabled" if cfg["csrf_enabled"] else "disabled"
+        if cfg["hsts"]:
+            response.headers["Strict-Transport-Security"] = HSTS_VALUE
         return response
 
     @app.teardown_request
@@ -728,6 +786,9 @@ def create_app(environ=None):
                 audit.write("api_key_auth_failed", "medium",
                             "invalid API key" if key else "missing API key")
                 return _error(401, "invalid or missing API key")
+        if cfg["csrf_enabled"] and not presented_api_key() and not csrf_token_valid():
+            audit.write("csrf_validation_failed", "medium", "CSRF token missing or invalid")
+            return _error(403, "CSRF token missing or invalid")
         body = request.get_json(silent=True)
         question = body.get("question") if isinstance(body, dict) else None
         if not isinstance(question, str) or not question.strip():
