@@ -103,8 +103,9 @@ def parse_url(url):
 class _Connection(http_client.HTTPConnection):
     """HTTP or HTTPS connection whose TLS name (SNI and verification) may differ from the address."""
 
-    def __init__(self, host, port, timeout, context=None, server_name=None):
-        http_client.HTTPConnection.__init__(self, host, port, timeout=timeout)
+    def __init__(self, host, port, timeout, context=None, server_name=None, source_address=None):
+        http_client.HTTPConnection.__init__(self, host, port, timeout=timeout,
+                                            source_address=(source_address, 0) if source_address else None)
         self._context = context
         self._server_name = server_name or host
         self.peer_der = None
@@ -116,14 +117,17 @@ class _Connection(http_client.HTTPConnection):
             self.peer_der = self.sock.getpeercert(binary_form=True)
 
 
-def request(url, context, timeout, method='GET', headers=None, body=None, server_name=None, max_body=MAX_BODY):
+def request(url, context, timeout, method='GET', headers=None, body=None, server_name=None, max_body=MAX_BODY,
+            source_address=None):
     """One request. Returns dict(status, headers, body (bytes, at most max_body), truncated, peer_der).
+
+    source_address: local IP address the client socket is bound to (port chosen by the system).
 
     Raises socket/ssl/http.client errors; describe_error() turns them into one line.
     """
     scheme, host, port, path = parse_url(url)
     tls = scheme == 'https'
-    conn = _Connection(host, port, timeout, context if tls else None, server_name if tls else None)
+    conn = _Connection(host, port, timeout, context if tls else None, server_name if tls else None, source_address)
     send = {'User-Agent': USER_AGENT, 'Accept': 'application/json, text/plain;q=0.9, */*;q=0.5'}
     if tls and server_name:
         send['Host'] = server_name if port == 443 else '%s:%s' % (server_name, port)
@@ -142,10 +146,11 @@ def request(url, context, timeout, method='GET', headers=None, body=None, server
         conn.close()
 
 
-def fetch_peer_cert(url, timeout, server_name=None):
+def fetch_peer_cert(url, timeout, server_name=None, source_address=None):
     """DER of the certificate served at an https URL, from a handshake that verifies nothing."""
     dummy, host, port, dummy2 = parse_url(url)
-    sock = socket.create_connection((host, port), timeout=timeout)
+    sock = socket.create_connection((host, port), timeout=timeout,
+                                    source_address=(source_address, 0) if source_address else None)
     try:
         with unverified_context().wrap_socket(sock, server_hostname=server_name or host) as tls:
             return tls.getpeercert(binary_form=True)
@@ -217,9 +222,11 @@ def verify_failure(exc, cert, name):
     return 'certificate verification failed: %s' % (getattr(exc, 'verify_message', None) or exc)
 
 
-def describe_error(exc, timeout, host=None):
+def describe_error(exc, timeout, host=None, source_address=None):
     """One short line for a network error (no traceback)."""
     where = ' (%s)' % host if host else ''
+    if source_address and getattr(exc, 'errno', None) in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EINVAL):
+        return 'cannot bind source address %s: %s' % (source_address, getattr(exc, 'strerror', None) or exc)
     if isinstance(exc, socket.timeout) or 'timed out' in str(exc):
         return 'timed out after %.1f s' % timeout
     if isinstance(exc, socket.gaierror):
@@ -307,8 +314,11 @@ def probe(target, options, context):
     timeout = options['timeout']
     server_name = options.get('server_name')
     url = target['url']
+    source = target.get('source_address')
     result = dict(name=target['name'], url=url, ok=False, status=None, elapsed_ms=None,
                   failures=[], json=None, cert=None)
+    if source:
+        result['source_address'] = source
     headers = {}
     if target.get('use_api_key'):
         headers[options['api_key_header']] = options['api_key']
@@ -317,15 +327,16 @@ def probe(target, options, context):
     start = time.monotonic()
     resp = None
     try:
-        resp = request(url, context, timeout, target['method'], headers, target.get('body'), server_name)
+        resp = request(url, context, timeout, target['method'], headers, target.get('body'), server_name,
+                       source_address=source)
     except ssl.SSLCertVerificationError as exc:
         try:
-            result['cert'] = describe_cert(fetch_peer_cert(url, timeout, server_name))
+            result['cert'] = describe_cert(fetch_peer_cert(url, timeout, server_name, source))
         except Exception:  # the probe already failed; the certificate is a bonus
             pass
         failures.append(verify_failure(exc, result['cert'], server_name or host))
     except Exception as exc:  # network failures are probe results, not module failures
-        failures.append(describe_error(exc, timeout, '%s:%s' % (host, port)))
+        failures.append(describe_error(exc, timeout, '%s:%s' % (host, port), source))
     elapsed = round((time.monotonic() - start) * 1000.0, 1)
     result['elapsed_ms'] = elapsed
     if resp is not None:
@@ -342,6 +353,12 @@ def probe(target, options, context):
                     ', '.join(sorted(target['json_expect']))))
             else:
                 failures.extend(json_failures(result['json'], target['json_expect']))
+        for header, expected in sorted((target.get('header_expect') or {}).items()):
+            value = resp['headers'].get(header.lower())
+            if value is None:
+                failures.append('header %s is missing' % header)
+            elif expected not in value:
+                failures.append('header %s does not contain %r' % (header, expected))
         budget = target.get('latency_budget_ms')
         if budget is not None and elapsed > budget:
             failures.append('took %.0f ms, over the latency budget of %g ms' % (elapsed, budget))

@@ -71,6 +71,21 @@ options:
         description: Send O(api_key) in the O(api_key_header) header.
         type: bool
         default: false
+      source_address:
+        description:
+          - Local IP address (IPv4 or IPv6) to bind the client socket to, so the server sees the request coming
+            from it, for example V(127.0.0.66) to check that nginx denies a blocked client. The port is chosen by
+            the system.
+          - An address the host does not have is a failed probe whose failure starts with
+            C(cannot bind source address), not a failed task.
+          - Defaults to the address the system picks.
+        type: str
+      header_expect:
+        description:
+          - 'Response headers that must be present, by name (case-insensitive), each with a text its value must
+            contain (an empty text only requires the header), for example C({"Strict-Transport-Security": "max-age="}).'
+          - Header values are not returned (they may carry cookies); a mismatch is a failure naming the header.
+        type: dict
   api_key:
     description: API key sent to the targets that set O(targets[].use_api_key). Never returned or logged.
     type: str
@@ -126,6 +141,10 @@ EXAMPLES = r'''
         method: POST
         body: {question: how many users are there}
         use_api_key: true
+      - name: blocked_client_is_denied
+        url: https://127.0.0.1:8443/health
+        source_address: 127.0.0.66
+        status: [403]
     api_key: "{{ sqlsynth_api_key }}"
     server_name: sqlsynth.lab
     ca_path: /opt/sqlsynth-lab/ca/ca.crt
@@ -163,6 +182,11 @@ probes:
       description: Time of the request, from connecting to the end of the body.
       type: float
       sample: 12.4
+    source_address:
+      description: The local address the request was sent from, when O(targets[].source_address) is set.
+      type: str
+      returned: when O(targets[].source_address) is set
+      sample: 127.0.0.66
     failures:
       description: Short human lines, one per problem.
       type: list
@@ -222,7 +246,10 @@ elapsed_ms:
   sample: 45.2
 '''
 
+import ipaddress
+
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.six import string_types
 
 from ansible_collections.sqlsynth.runbooks.plugins.module_utils._http import (
     HAS_CRYPTOGRAPHY, CRYPTOGRAPHY_IMPORT_ERROR, check_tls_options, parse_url, probe_all, tls_argument_spec)
@@ -239,6 +266,8 @@ def main():
             json_expect=dict(type='dict'),
             latency_budget_ms=dict(type='float'),
             use_api_key=dict(type='bool', default=False),
+            source_address=dict(type='str'),
+            header_expect=dict(type='dict'),
         )),
         api_key=dict(type='str', no_log=True),
         api_key_header=dict(type='str', default='X-API-Key', no_log=False),
@@ -267,6 +296,14 @@ def main():
             module.fail_json(msg='%s: use_api_key is true but api_key is not set' % label)
         if target['latency_budget_ms'] is not None and target['latency_budget_ms'] <= 0:
             module.fail_json(msg='%s: latency_budget_ms must be greater than 0' % label)
+        for header, expected in (target['header_expect'] or {}).items():
+            if not isinstance(expected, string_types):
+                module.fail_json(msg='%s: header_expect[%s] must be a string, got %s' % (label, header, type(expected).__name__))
+        if target['source_address'] is not None:
+            try:
+                target['source_address'] = str(ipaddress.ip_address(target['source_address'].strip()))
+            except ValueError:
+                module.fail_json(msg='%s: source_address %r is not an IPv4 or IPv6 address' % (label, target['source_address']))
     if https and not HAS_CRYPTOGRAPHY:
         module.fail_json(msg=missing_required_lib('cryptography'), exception=CRYPTOGRAPHY_IMPORT_ERROR)
     module.exit_json(changed=False, **probe_all(params['targets'], params, context))

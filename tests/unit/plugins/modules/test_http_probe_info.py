@@ -39,6 +39,16 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _send_headers(self, status, headers):
+        data = json.dumps(HEALTHY).encode()
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def do_GET(self):
         if self.path == "/health":
             self._send(200, HEALTHY)
@@ -52,6 +62,16 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, HEALTHY)
         elif self.path == "/text":
             self._send(200, b"all good\n", "text/plain")
+        elif self.path == "/hardened":
+            self._send_headers(200, {"Strict-Transport-Security": "max-age=31536000; includeSubDomains",
+                                     "X-CSRF-Protection": "enabled"})
+        elif self.path == "/peer":
+            self._send(200, {"client": self.client_address[0]})
+        elif self.path == "/denied-for-66":  # what nginx does for a client on its blocklist
+            if self.client_address[0] == "127.0.0.66":
+                self._send(403, b"<html>403 Forbidden</html>", "text/html")
+            else:
+                self._send(200, HEALTHY)
         elif self.path == "/headers":  # names only: values may be secrets
             self._send(200, {"host": self.headers.get("Host"), "names": sorted(self.headers.keys())})
         else:
@@ -275,6 +295,55 @@ def test_check_mode_probes_the_same(capsys, http_url):
     assert result["changed"] is False and result["probes"][0]["ok"] is True
 
 
+def test_header_expectations(capsys, http_url):
+    result = by_name(run(capsys, targets=[
+        {"name": "hardened", "url": http_url + "/hardened",
+         "header_expect": {"strict-transport-security": "max-age=", "X-CSRF-Protection": "enabled"}},
+        {"name": "plain", "url": http_url + "/health",
+         "header_expect": {"Strict-Transport-Security": "", "Content-Type": "text/html"}},
+    ]))
+    assert result["hardened"]["ok"] is True
+    assert result["plain"]["failures"] == ["header Content-Type does not contain 'text/html'",
+                                           "header Strict-Transport-Security is missing"]
+
+
+def test_source_address_is_the_client_address_the_server_sees(capsys, http_url):
+    result = by_name(run(capsys, targets=[
+        {"name": "from_66", "url": http_url + "/peer", "source_address": "127.0.0.66"},
+        {"name": "default", "url": http_url + "/peer"},
+    ]))
+    assert result["from_66"]["json"] == {"client": "127.0.0.66"} and result["from_66"]["source_address"] == "127.0.0.66"
+    assert result["default"]["json"] == {"client": "127.0.0.1"} and "source_address" not in result["default"]
+
+
+def test_blocked_source_gets_403_while_localhost_gets_200(capsys, http_url):
+    result = by_name(run(capsys, targets=[
+        {"name": "blocked", "url": http_url + "/denied-for-66", "source_address": "127.0.0.66", "status": [403]},
+        {"name": "blocked_expecting_200", "url": http_url + "/denied-for-66", "source_address": "127.0.0.66"},
+        {"name": "local", "url": http_url + "/denied-for-66", "source_address": "127.0.0.1"},
+    ]))
+    assert result["blocked"]["ok"] is True and result["blocked"]["status"] == 403
+    assert result["blocked_expecting_200"]["failures"] == ["status 403 not in [200]"]
+    assert result["local"]["ok"] is True and result["local"]["status"] == 200
+
+
+def test_source_address_the_host_does_not_have_is_a_probe_failure(capsys, http_url):
+    result = by_name(run(capsys, targets=[
+        {"name": "foreign", "url": http_url + "/peer", "source_address": "192.0.2.10"},
+        {"name": "fine", "url": http_url + "/peer"},
+    ]))
+    assert result["foreign"]["ok"] is False and result["foreign"]["status"] is None
+    assert result["foreign"]["failures"] == ["cannot bind source address 192.0.2.10: Cannot assign requested address"]
+    assert result["fine"]["ok"] is True
+
+
+def test_source_address_with_https_and_certificate_failure(capsys, tls):
+    result = run(capsys, server_name="sqlsynth.lab", targets=[{"url": tls["good"] + "/health", "source_address": "127.0.0.66"}])
+    probe = result["probes"][0]
+    assert probe["failures"][0].startswith("certificate not trusted: unknown CA")
+    assert probe["cert"]["subject_cn"] == "sqlsynth.lab"
+
+
 @pytest.mark.parametrize("args, message", [
     ({"targets": [{"url": "ftp://example.org/"}]}, "targets[0]: url 'ftp://example.org/' must start with http"),
     ({"targets": [{"name": "p", "url": "http://127.0.0.1:99999/"}]}, "targets[0] (p): url"),
@@ -283,6 +352,9 @@ def test_check_mode_probes_the_same(capsys, http_url):
     ({"targets": [{"url": "http://127.0.0.1/"}], "timeout": 0}, "timeout must be greater than 0"),
     ({"targets": [{"url": "http://127.0.0.1/"}], "concurrency": 0}, "concurrency must be at least 1"),
     ({"targets": [{"url": "http://127.0.0.1/"}], "ca_path": "/nonexistent/ca.crt"}, "cannot load ca_path"),
+    ({"targets": [{"url": "http://127.0.0.1/", "header_expect": {"X-A": ["a"]}}]}, "targets[0]: header_expect[X-A] must be a string"),
+    ({"targets": [{"name": "b", "url": "http://127.0.0.1/", "source_address": "not-an-ip"}]},
+     "targets[0] (b): source_address 'not-an-ip' is not an IPv4 or IPv6 address"),
 ])
 def test_bad_options_fail_with_a_clear_message(capsys, args, message):
     result = run(capsys, **args)
