@@ -15,12 +15,13 @@ APT_PACKAGES := git make curl openssl shellcheck postgresql postgresql-contrib r
 LINK := .build/collections/ansible_collections/sqlsynth/runbooks
 
 .PHONY: help deps apt venv demo lab-up lab-down health test lint docs docs-check unit sanity \
-	molecule integration bench build clean
+	molecule integration bench drills build clean
 
 help:
 	@echo "make demo   - install what is missing, bring up the local lab, run health_check on it"
 	@echo "make test   - every test: lint, docs-check, unit, sanity, lab integration, molecule"
 	@echo "make bench  - benchmarks (results in docs/benchmarks.md)"
+	@echo "make drills - rehearse every incident on the lab (results in docs/drills.md)"
 
 deps: apt venv
 
@@ -81,6 +82,9 @@ molecule: deps
 
 bench: deps
 	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+drills: deps lab-up
+	$(BIN)/python tools/run_drills.py
 
 build: deps
 	$(BIN)/ansible-galaxy collection build --force --output-path .build

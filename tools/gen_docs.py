@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 
 import yaml
+from sqlsynth_runbook.errors import SpecError as RunnerSpecError
+from sqlsynth_runbook.spec import role_options
 
 REQUIRED_FIELDS = {
     "name": str, "short_description": str, "description": (str, list), "prerequisites": list,
@@ -241,6 +243,11 @@ def generate(root):
         if not playbook_path.is_file():
             raise SpecError(f"{spec_path}: no playbook playbooks/{name}.yml for this spec")
         spec = load_yaml(spec_path)
+        if isinstance(spec, dict) and spec.get("options_from_role"):
+            try:
+                spec["options"] = {**role_options(str(spec_path), str(spec["options_from_role"])), **(spec.get("options") or {})}
+            except RunnerSpecError as exc:
+                raise SpecError(str(exc)) from exc
         validate_spec(spec, spec_path.relative_to(root), name)
         plays, rescues = walk_playbook(load_yaml(playbook_path), playbook_path.relative_to(root))
         docs[f"docs/runbooks/{name}.md"] = render_runbook(name, spec, plays, rescues)

@@ -155,6 +155,12 @@ def synthetic_section(opts):
 
 # ---------------------------------------------------------------- logs
 
+def _span(minutes):
+    """A log window for people: '15 min', or '42 s' when log_since shortened it below a minute."""
+    minutes = float(minutes or 0)
+    return '%d s' % round(minutes * 60) if minutes < 1 else '%g min' % round(minutes, 1)
+
+
 def logs_section(opts):
     paths = opts.get('log_files') or {}
     window = opts['log_window_minutes']
@@ -397,11 +403,11 @@ def problems(diag, opts):
         audit, app = diag['logs']['audit'], diag['logs']['app']
         for row in audit['offenders']:
             if row['injection_attempts'] >= limits['offender_min_injection_attempts']:
-                out.append('client %s: %s in %d min' % (row['client'], _n(
-                    row['injection_attempts'], 'injection attempt', 'injection attempts'), audit['window_minutes']))
+                out.append('client %s: %s in %s' % (row['client'], _n(
+                    row['injection_attempts'], 'injection attempt', 'injection attempts'), _span(audit['window_minutes'])))
         if app['error_count']:
-            out.append('app log: %s in %d min' % (_n(app['error_count'], 'error line', 'error lines'),
-                                                  app['window_minutes']))
+            out.append('app log: %s in %s' % (_n(app['error_count'], 'error line', 'error lines'),
+                                              _span(app['window_minutes'])))
     host = diag['host']
     if 'host' in wanted and host['available']:
         if host['load_per_cpu'] is not None and host['load_per_cpu'] > limits['load_per_cpu_max']:

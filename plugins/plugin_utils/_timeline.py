@@ -23,7 +23,11 @@ import tempfile
 from jinja2 import ChainableUndefined, Environment
 
 MASK = "********"
-SECRET_NAME = re.compile(r"passw|token|secret|key|credential|webhook", re.IGNORECASE)
+SECRET_NAME = re.compile(r"passw|token|secret|key|credential|webhook|authorization", re.IGNORECASE)
+# Notification endpoints carry their token in the URL (Slack-style webhooks) or in headers: under a key like
+# these, every `url` and `headers` value is secret too, whatever its own name.
+ENDPOINT_PARENT = re.compile(r"notify|channel|hook|receiver", re.IGNORECASE)
+ENDPOINT_KEYS = ("url", "headers")
 # "password=hunter2", "token: abc" in free text: the value goes, the name stays.
 SECRET_ASSIGNMENT = re.compile(r"((?:passw\w*|token|secret|api[_-]?key|credential\w*)\s*[=:]\s*)([^\s,;'\"]+)",
                                re.IGNORECASE)
@@ -80,13 +84,24 @@ def _leaves(value):
         yield str(value)
 
 
+def _secret_leaves(value, secret=False, endpoint=False):
+    """Leaves under a secret-looking name at any depth, and the endpoint URLs/headers of notification channels."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            name = str(key)
+            yield from _secret_leaves(
+                item, secret or bool(SECRET_NAME.search(name)) or (endpoint and name.lower() in ENDPOINT_KEYS),
+                endpoint or bool(ENDPOINT_PARENT.search(name)))
+    elif isinstance(value, (list, tuple, set)):
+        for item in value:
+            yield from _secret_leaves(item, secret, endpoint)
+    elif secret:
+        yield from _leaves(value)
+
+
 def secret_values(variables):
-    """Values of the variables whose names look secret (nested values included), long enough to mask."""
-    found = set()
-    for name, value in (variables or {}).items():
-        if isinstance(name, str) and SECRET_NAME.search(name):
-            found.update(leaf for leaf in _leaves(value) if len(leaf) >= MIN_SECRET_LENGTH and "{{" not in leaf)
-    return found
+    """Values of the variables whose names look secret, at any depth (with notification endpoints), long enough to mask."""
+    return set(leaf for leaf in _secret_leaves(variables or {}) if len(leaf) >= MIN_SECRET_LENGTH and "{{" not in leaf)
 
 
 class Redactor:
@@ -214,6 +229,7 @@ def build_document(run, redactor):
         "verdict": verdict,
         "severity": find_key(stats_data, "severity"),
         "notifications": stats_data.get("sqlsynth_notifications"),
+        "incident": stats_data.get("sqlsynth_incident") if isinstance(stats_data.get("sqlsynth_incident"), dict) else None,
         "stats_data": stats_data,
         "entries": entries,
         "failed_tasks": [dict(ts=e["ts"], host=e["host"], task=e["task"], phase=e["phase"], msg=e["summary"],
@@ -257,10 +273,13 @@ def summary_line(doc):
 
 
 def root_cause_candidates(doc):
-    """Candidates, likeliest first: broken components with their failed signals, then failed tasks."""
+    """Candidates, likeliest first: an incident run's findings, broken components with their failed signals, then failed tasks."""
     verdict = doc.get("verdict") or {}
     signals = [s for s in verdict.get("signals") or [] if isinstance(s, dict) and not s.get("ok")]
-    candidates = []
+    incident = doc.get("incident") or {}
+    reasons = ["%s: %s" % (step.get("action"), step.get("reason")) for step in incident.get("plan") or [] if isinstance(step, dict)]
+    candidates = [{"what": str(problem), "evidence": reasons if i == 0 else []}
+                  for i, problem in enumerate(incident.get("problems") or [])]
     for component in verdict.get("broken") or []:
         details = ["%s: %s" % (s.get("name"), s.get("detail")) for s in signals if s.get("component") == component]
         candidates.append({"what": "%s is broken" % component, "evidence": details})
@@ -430,6 +449,9 @@ _Confirm or reject each candidate; state the root cause._
 
 ### Immediate fixes
 
+{% for d in (doc.incident or {}).get('done') or [] if d is mapping %}
+- [x] {{ d.summary }} (because {{ d.reason }})
+{% endfor %}
 {% for e in actions %}
 - [x] {{ e.task }} ({{ e.host }}, {{ e.ts }})
 {% endfor %}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import os
 import pathlib
 import queue
@@ -83,6 +84,7 @@ class RunResult:
     private_data_dir: str
     duration_seconds: float
     timeline_dir: str | None = None  # timeline.json, report.md, postmortem.md of this run
+    artifact_data: dict = dataclasses.field(default_factory=dict)  # everything the run published with set_stats
 
     @property
     def healthy(self) -> bool:
@@ -313,7 +315,9 @@ class Collection:
             try:
                 import ansible_runner
                 runner = ansible_runner.run(event_handler=on_raw, **kwargs)
-                verdict = ((stats_event.get("event_data") or {}).get("artifact_data") or {}).get("sqlsynth_verdict")
+                artifact_data = json.loads(scrubber.text(json.dumps(
+                    (stats_event.get("event_data") or {}).get("artifact_data") or {})))
+                verdict = artifact_data.get("sqlsynth_verdict")
                 status = runner.status if runner.status in STATUSES else "failed"
                 if status in ("canceled", "timeout"):
                     _kill_leftovers(run_id)
@@ -321,7 +325,7 @@ class Collection:
                     runbook=name, run_id=run_id, status=status, rc=runner.rc, stats=_host_stats(stats_event),
                     verdict=verdict, failed_tasks=failed, artifacts_dir=runner.config.artifact_dir,
                     private_data_dir=pdd, duration_seconds=round(time.monotonic() - started, 3),
-                    timeline_dir=_timeline_dir(pdd))
+                    timeline_dir=_timeline_dir(pdd), artifact_data=artifact_data)
             except BaseException as exc:  # report through wait(), never kill the caller's thread silently
                 handle._error = exc
                 result = None

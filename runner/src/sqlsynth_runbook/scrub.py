@@ -12,7 +12,11 @@ import re
 from typing import Any, Iterable
 
 MASK = "********"
-SECRET_KEY = re.compile(r"passw|token|secret|key|credential|webhook", re.IGNORECASE)
+SECRET_KEY = re.compile(r"passw|token|secret|key|credential|webhook|authorization", re.IGNORECASE)
+# Notification endpoints carry their token in the URL itself (Slack-style webhooks) or in headers: under a
+# key like these, every `url` and `headers` value is secret too, whatever its own name.
+ENDPOINT_PARENT = re.compile(r"notify|channel|hook|receiver", re.IGNORECASE)
+ENDPOINT_KEYS = ("url", "headers")
 # Shorter values are not replaced: masking "1" or "no" everywhere would wreck the artifacts.
 MIN_LENGTH = 4
 
@@ -28,12 +32,24 @@ def _leaves(value: Any) -> Iterable[str]:
         yield str(value)
 
 
+def _secret_leaves(value: Any, secret: bool = False, endpoint: bool = False) -> Iterable[str]:
+    """Leaves under a secret-looking key at any depth, and endpoint URLs/headers of notification channels."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            name = str(key)
+            yield from _secret_leaves(
+                item, secret or bool(SECRET_KEY.search(name)) or (endpoint and name.lower() in ENDPOINT_KEYS),
+                endpoint or bool(ENDPOINT_PARENT.search(name)))
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _secret_leaves(item, secret, endpoint)
+    elif secret:
+        yield from _leaves(value)
+
+
 def secret_values(extravars: dict | None, secrets: Iterable[Any] = ()) -> tuple[list, list]:
     """Return (values to mask, values too short to mask) from secret-looking keys and explicit secrets."""
-    values = set()
-    for key, value in (extravars or {}).items():
-        if SECRET_KEY.search(key):
-            values.update(_leaves(value))
+    values = set(_secret_leaves(extravars or {}))
     for value in secrets or ():
         values.update(_leaves(value))
     values.discard("")

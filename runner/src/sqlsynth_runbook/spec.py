@@ -47,6 +47,27 @@ class RunbookSpec:
         return dataclasses.asdict(self)
 
 
+def role_options(spec_path: str, role: str) -> dict:
+    """The options of roles/<role>/meta/argument_specs.yml (entry point main), for specs with options_from_role.
+
+    A runbook that is a thin playbook over one role documents and validates the role's own variables
+    instead of repeating them in its spec.
+    """
+    path = os.path.join(os.path.dirname(os.path.abspath(spec_path)), os.pardir, os.pardir, "roles", role,
+                        "meta", "argument_specs.yml")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except OSError as exc:
+        raise SpecError(f"spec {spec_path}: options_from_role {role!r}: cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"spec {spec_path}: options_from_role {role!r}: {path} is not valid YAML: {exc}") from None
+    options = ((data.get("argument_specs") or {}).get("main") or {}).get("options")
+    if not isinstance(options, dict):
+        raise SpecError(f"spec {spec_path}: options_from_role {role!r}: {path} has no argument_specs.main.options")
+    return options
+
+
 def load_spec(path: str, name: str) -> RunbookSpec:
     try:
         with open(path, encoding="utf-8") as fh:
@@ -57,8 +78,11 @@ def load_spec(path: str, name: str) -> RunbookSpec:
         raise SpecError(f"runbook {name!r}: spec {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise SpecError(f"runbook {name!r}: spec {path} must be a mapping")
+    declared = dict(data.get("options") or {})
+    if data.get("options_from_role"):
+        declared = {**role_options(path, str(data["options_from_role"])), **declared}
     options = {}
-    for opt_name, opt in (data.get("options") or {}).items():
+    for opt_name, opt in declared.items():
         opt = opt or {}
         otype = opt.get("type", "str")
         if otype not in TYPES:

@@ -59,3 +59,18 @@ def test_scrubber_masks_json_escaped_forms(tmp_path):
     assert json.loads((tmp_path / "b.json").read_text()) == {"x": MASK}
     assert (tmp_path / "c.txt").read_text() == f"raw {MASK}\n"
     assert scrub.text(f"a {secret} b") == f"a {MASK} b"
+
+
+def test_nested_secrets_and_notification_endpoints_are_masked():
+    channels = {"incident": {"type": "slack", "url": "https://hooks.example/T0/B0/CANARYurl", "channel": "#inc"},
+                "status_page": {"type": "webhook", "url": "https://status.example/api",
+                                "headers": {"Authorization": "Bearer CANARYheader"}},
+                "oncall_email": {"type": "email", "smtp_host": "smtp.example", "smtp_password": "CANARYsmtp"}}
+    masked, dummy = secret_values({"sqlsynth_notify_channels": channels, "sqlsynth_app_url": "https://app.example",
+                                   "settings": {"db": {"password": "CANARYdb"}}})
+    for secret in ("https://hooks.example/T0/B0/CANARYurl", "Bearer CANARYheader", "CANARYsmtp", "CANARYdb",
+                   "https://status.example/api"):
+        assert secret in masked
+    # what is not secret stays readable in the artifacts
+    for plain in ("slack", "#inc", "smtp.example", "https://app.example", "webhook"):
+        assert plain not in masked

@@ -295,8 +295,29 @@ def test_check_mode_gives_the_same_read_only_result(capsys, app):
     ({"login_port": 70000}, "login_port must be between 1 and 65535"),
     ({"disk_paths": []}, "disk_paths must name at least one path"),
     ({"ca_path": "/no/such/ca.pem"}, "cannot load ca_path /no/such/ca.pem"),
+    ({"log_since": "yesterday"}, "log_since 'yesterday' is not an ISO 8601 time"),
 ])
 def test_bad_options_fail_clearly(capsys, app, extra, message):
     result, raw = run(capsys, args_for(app, **extra))
     assert result["failed"] is True and message in result["msg"]
     assert "Traceback" not in raw and API_KEY not in raw
+
+
+def test_log_since_leaves_out_an_attack_already_handled(capsys, app, tmp_path):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    audit = tmp_path / "audit.log"
+    old = [now - datetime.timedelta(minutes=5)] * 20
+    new = [now - datetime.timedelta(seconds=5)] * 4
+    audit.write_text("".join(json.dumps({"event_type": "sql_injection_attempt", "timestamp": t.isoformat(),
+                                         "client_ip": ip}) + "\n"
+                             for t, ip in [(t, "10.6.6.6") for t in old] + [(t, "10.7.7.7") for t in new]))
+    whole, dummy = run(capsys, args_for(app, sections=["logs"], log_files={"audit": str(audit)}))
+    assert [r["client"] for r in whole["diagnostics"]["logs"]["audit"]["offenders"]] == ["10.6.6.6", "10.7.7.7"]
+    since = (now - datetime.timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    recent, dummy = run(capsys, args_for(app, sections=["logs"], log_files={"audit": str(audit)}, log_since=since))
+    audit_part = recent["diagnostics"]["logs"]["audit"]
+    assert [r["client"] for r in audit_part["offenders"]] == ["10.7.7.7"]
+    assert audit_part["injection_attempts"] == 4
+    assert 3.5 <= audit_part["injection_attempts_per_minute"] <= 4.5  # 4 attempts in the last minute, not per 15 min
+    assert "client 10.7.7.7: 4 injection attempts in 60 s" in recent["diagnostics"]["problems"] \
+        or "client 10.7.7.7: 4 injection attempts in 1 min" in recent["diagnostics"]["problems"]

@@ -149,3 +149,28 @@ def test_write_run_writes_private_redacted_files(tmp_path):
         text = open(path).read()
         assert CANARY not in text and "********" in text
     assert json.load(open(paths["timeline.json"]))["failed_tasks"][0]["msg"] == "login ******** refused"
+
+
+def test_incident_record_gives_the_first_candidates_and_the_fixes_done():
+    incident = {"runbook": "incident_db_connection", "severity": "P1",
+                "problems": ["30 sessions idle in transaction > 60 s", "pool timeouts in the app log"],
+                "plan": [{"action": "terminate_idle_sessions", "reason": "30 sessions idle in transaction > 60 s"}],
+                "done": [{"action": "terminate_idle_sessions", "reason": "30 sessions idle in transaction > 60 s",
+                          "summary": "terminated 30 sessions idle in transaction (pids 1, 2)"}]}
+    verdict = {"verdict": "healthy", "broken": [], "signals": []}
+    doc = tl.build_document(_run(stats_data={"sqlsynth_incident": incident, "sqlsynth_verdict": verdict}), tl.Redactor())
+    pm = tl.render(doc)["postmortem.md"]
+    assert "1. Candidate: 30 sessions idle in transaction > 60 s" in pm
+    assert "   - terminate_idle_sessions: 30 sessions idle in transaction > 60 s" in pm
+    assert "2. Candidate: pool timeouts in the app log" in pm
+    assert "- [x] terminated 30 sessions idle in transaction (pids 1, 2) (because 30 sessions idle in transaction > 60 s)" in pm
+    assert "_No candidate in the run's data" not in pm
+
+
+def test_nested_secrets_and_notification_endpoints_are_masked_in_the_record():
+    variables = {"sqlsynth_notify_channels": {"incident": {"url": "https://hooks.example/T0/CANARYurl", "type": "slack"},
+                                              "mail": {"smtp_password": "CANARYsmtp", "smtp_host": "smtp.example"}},
+                 "settings": {"login": {"password": CANARY}}}
+    red = tl.Redactor(tl.secret_values(variables))
+    out = red.text("sent to https://hooks.example/T0/CANARYurl with CANARYsmtp and %s via smtp.example (slack)" % CANARY)
+    assert "CANARY" not in out and "smtp.example" in out and "slack" in out
