@@ -238,3 +238,41 @@ def test_security_drill_through_the_api_contains_the_attack_and_leaks_no_secret(
     bodies = [text_of(h) for h in hooks] + mails
     assert [s[:12] for s in secrets if any(s in b for b in bodies)] == []
     assert new_key not in result.stdout
+
+
+def test_failed_verification_rolls_back_the_settings_and_says_what_was_undone(inbox):
+    """Redis down: the runbook switches the cache to memory; a latency target no service can meet makes the
+    verification fail, so the rollback must put the cache setting back and the run must fail saying so."""
+    overrides = os.path.join(LAB_ROOT, "app", "overrides.env")
+    before = open(overrides, encoding="utf-8").read()
+    with injected("redis_down"):
+        result = run_playbook("sqlsynth.runbooks.incident_high_error_rate",
+                              extra={"incident_p95_max_seconds": "0.000001", "incident_watch_timeout": "12"})
+        after = open(overrides, encoding="utf-8").read()
+    assert_no_traceback(result.stdout)
+    assert result.returncode != 0
+    out = " ".join(result.stdout.split())
+    assert "Plan: cache_to_memory" in out
+    assert "did not recover within 12 s" in out
+    assert "Done: switched the cache backend to memory. Undone: cache_to_memory." in out
+    assert after == before and "QUERY_AGENT_CACHE_BACKEND" not in after
+    hooks, dummy = inbox()
+    texts = [text_of(h) for h in hooks if h.get("path", "").startswith("/incident")]
+    # the incident notice, the update after containment, and the update that says what was undone
+    assert len(texts) == 3 and "INCIDENT" in texts[0] and "UPDATE" in texts[1] and "UPDATE" in texts[2]
+    assert "undone: cache_to_memory" in texts[2] and "RESOLVED" not in " ".join(texts)
+
+
+def test_production_guard_holds_the_restart_without_confirmation(inbox):
+    """The production inventory's rule, on the lab: a destructive step needs -e sqlsynth_confirm=true."""
+    with injected("error_burst"):
+        pid = app_pid()
+        result = run_playbook("sqlsynth.runbooks.incident_high_error_rate", extra={"sqlsynth_environment": "production"})
+        assert app_pid() == pid
+    assert_no_traceback(result.stdout)
+    assert result.returncode != 0
+    out = " ".join(result.stdout.split())
+    assert "restart_app" in out and "[held: production: destructive, needs -e sqlsynth_confirm=true]" in out
+    assert "Every containment step is held" in out
+    hooks, mails = inbox()
+    assert hooks == [] and mails == []  # nothing announced for a run that could not act
