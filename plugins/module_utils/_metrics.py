@@ -38,6 +38,22 @@ QUANTILE = 0.95
 DEFAULT_WINDOW = {'metrics': 10.0, 'prometheus': 300.0}
 
 
+def metric_argument_spec():
+    """The metric-name options (doc fragment sqlsynth.runbooks.metrics)."""
+    return dict(
+        requests_metric=dict(type='str', default='queries_total'),
+        errors_metric=dict(type='str', default='query_errors_total'),
+        duration_metric=dict(type='str', default='query_duration_seconds'),
+    )
+
+
+def check_metric_names(module):
+    """fail_json when a metric-name option is not a valid Prometheus metric name."""
+    for name in ('requests_metric', 'errors_metric', 'duration_metric'):
+        if not METRIC_NAME.match(module.params[name]):
+            module.fail_json(msg='%s %r is not a valid Prometheus metric name' % (name, module.params[name]))
+
+
 class MetricsError(Exception):
     """A reason the metrics could not be read; becomes one line in failures."""
 

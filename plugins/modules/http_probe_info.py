@@ -29,6 +29,8 @@ attributes:
   diff_mode:
     support: none
     description: Nothing changes, so there is no diff.
+extends_documentation_fragment:
+  - sqlsynth.runbooks.tls
 options:
   targets:
     description:
@@ -93,27 +95,9 @@ options:
     description: Header that carries O(api_key).
     type: str
     default: X-API-Key
-  validate_certs:
-    description:
-      - Verify the certificate chain and name of C(https) targets. When V(false), an expired certificate
-        is still reported as a failure.
-    type: bool
-    default: true
-  ca_path:
-    description: CA bundle file (or OpenSSL hashed directory) to verify against instead of the system store.
-    type: path
-  server_name:
-    description:
-      - Name sent as SNI and C(Host) header and verified against the certificate of C(https) targets, so
-        V(https://127.0.0.1:8443) can be probed as V(sqlsynth.lab). Defaults to the URL's host.
-    type: str
   min_cert_days:
     description: A certificate with fewer days left fails the probe.
     type: int
-  timeout:
-    description: Seconds allowed for connecting and for each read of a target.
-    type: float
-    default: 5
   concurrency:
     description: Number of targets probed at the same time.
     type: int

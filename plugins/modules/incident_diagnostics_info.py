@@ -37,6 +37,7 @@ description:
 author: sqlsynth.runbooks contributors (@sqlsynth)
 extends_documentation_fragment:
   - sqlsynth.runbooks.info_module
+  - sqlsynth.runbooks.metrics
   - sqlsynth.runbooks.postgres
   - sqlsynth.runbooks.redis
 notes:
@@ -91,22 +92,10 @@ options:
     description: Seconds between the two samples of C(/metrics); V(0) reads once (totals since the app started).
     type: float
     default: 4
-  requests_metric:
-    description: Counter of requests in C(/metrics).
-    type: str
-    default: queries_total
-  errors_metric:
-    description: Counter of errors in C(/metrics).
-    type: str
-    default: query_errors_total
   error_type_label:
     description: Label of O(errors_metric) that names the error type.
     type: str
     default: error_type
-  duration_metric:
-    description: Histogram of request durations in seconds (without C(_bucket)).
-    type: str
-    default: query_duration_seconds
   synthetic_question:
     description: Question sent to C(POST /api/query).
     type: str
@@ -308,7 +297,7 @@ from ansible_collections.sqlsynth.runbooks.plugins.module_utils._common import (
 from ansible_collections.sqlsynth.runbooks.plugins.module_utils._diagnostics import SECTIONS, diagnose
 from ansible_collections.sqlsynth.runbooks.plugins.module_utils._http import make_context, parse_url
 from ansible_collections.sqlsynth.runbooks.plugins.module_utils._logscan import parse_iso
-from ansible_collections.sqlsynth.runbooks.plugins.module_utils._metrics import METRIC_NAME
+from ansible_collections.sqlsynth.runbooks.plugins.module_utils._metrics import check_metric_names, metric_argument_spec
 from ansible_collections.sqlsynth.runbooks.plugins.module_utils._postgres import (
     connection_argument_spec as postgres_argument_spec)
 from ansible_collections.sqlsynth.runbooks.plugins.module_utils._redis import (
@@ -324,6 +313,7 @@ REDIS_KEYS = ('host', 'port', 'db', 'username', 'password', 'tls', 'validate_cer
 def argument_spec():
     spec = postgres_argument_spec()
     spec.update(redis_argument_spec())
+    spec.update(metric_argument_spec())
     spec.update(
         sections=dict(type='list', elements='str', choices=list(SECTIONS), default=list(SECTIONS)),
         app_url=dict(type='str', required=True),
@@ -336,10 +326,7 @@ def argument_spec():
         server_name=dict(type='str'),
         timeout=dict(type='float', default=5.0),
         metrics_window=dict(type='float', default=4.0),
-        requests_metric=dict(type='str', default='queries_total'),
-        errors_metric=dict(type='str', default='query_errors_total'),
         error_type_label=dict(type='str', default='error_type'),
-        duration_metric=dict(type='str', default='query_duration_seconds'),
         synthetic_question=dict(type='str', default='how many users are there'),
         log_files=dict(type='dict', default={}, options=dict(
             app=dict(type='path'), audit=dict(type='path'), access=dict(type='path'))),
@@ -371,9 +358,7 @@ def check_options(module):
                 parse_url(p[name])
             except ValueError as exc:
                 module.fail_json(msg='%s: %s' % (name, exc))
-    for name in ('requests_metric', 'errors_metric', 'duration_metric'):
-        if not METRIC_NAME.match(p[name]):
-            module.fail_json(msg='%s %r is not a valid Prometheus metric name' % (name, p[name]))
+    check_metric_names(module)
     for name in ('timeout', 'section_timeout', 'socket_timeout', 'log_window_minutes', 'load_per_cpu_max',
                  'p95_max_seconds', 'offender_min_injection_attempts'):
         if p[name] <= 0:

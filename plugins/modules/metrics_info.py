@@ -27,6 +27,8 @@ description:
 author: sqlsynth.runbooks contributors (@sqlsynth)
 extends_documentation_fragment:
   - sqlsynth.runbooks.info_module
+  - sqlsynth.runbooks.metrics
+  - sqlsynth.runbooks.tls
 options:
   url:
     description: URL of a C(/metrics) endpoint. Exactly one of O(url) and O(prometheus_url) is required.
@@ -34,18 +36,6 @@ options:
   prometheus_url:
     description: Base URL of Prometheus (V(http://127.0.0.1:9090)); the C(/api/v1/...) paths are added.
     type: str
-  requests_metric:
-    description: Counter of requests (summed over all its labels).
-    type: str
-    default: queries_total
-  errors_metric:
-    description: Counter of failed requests (summed over all its labels).
-    type: str
-    default: query_errors_total
-  duration_metric:
-    description: Histogram of request durations in seconds (without the C(_bucket) suffix).
-    type: str
-    default: query_duration_seconds
   window:
     description:
       - Seconds between the two samples of O(url) (the module waits that long), or the range of the
@@ -64,20 +54,6 @@ options:
     description: List the firing alerts (O(prometheus_url) only).
     type: bool
     default: true
-  validate_certs:
-    description: Verify the certificate chain and name of C(https) URLs.
-    type: bool
-    default: true
-  ca_path:
-    description: CA bundle file (or OpenSSL hashed directory) to verify against instead of the system store.
-    type: path
-  server_name:
-    description: Name sent as SNI and C(Host) header and verified against the certificate of C(https) URLs.
-    type: str
-  timeout:
-    description: Seconds allowed for connecting and for each read.
-    type: float
-    default: 5
 requirements:
   - prometheus-client (for O(url); its text format parser)
 seealso:
@@ -184,16 +160,15 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.sqlsynth.runbooks.plugins.module_utils._http import (
     check_tls_options, parse_url, tls_argument_spec)
 from ansible_collections.sqlsynth.runbooks.plugins.module_utils._metrics import (
-    DEFAULT_WINDOW, HAS_PROMETHEUS_CLIENT, METRIC_NAME, PROMETHEUS_CLIENT_IMPORT_ERROR, metrics_report)
+    DEFAULT_WINDOW, HAS_PROMETHEUS_CLIENT, PROMETHEUS_CLIENT_IMPORT_ERROR, check_metric_names, metric_argument_spec,
+    metrics_report)
 
 
 def main():
-    argument_spec = dict(
+    argument_spec = metric_argument_spec()
+    argument_spec.update(
         url=dict(type='str'),
         prometheus_url=dict(type='str'),
-        requests_metric=dict(type='str', default='queries_total'),
-        errors_metric=dict(type='str', default='query_errors_total'),
-        duration_metric=dict(type='str', default='query_duration_seconds'),
         window=dict(type='float'),
         error_ratio_max=dict(type='float', default=0.01),
         p95_max_seconds=dict(type='float', default=0.1),
@@ -211,9 +186,7 @@ def main():
         parse_url(params[option])
     except ValueError as exc:
         module.fail_json(msg='%s: %s' % (option, exc))
-    for name in ('requests_metric', 'errors_metric', 'duration_metric'):
-        if not METRIC_NAME.match(params[name]):
-            module.fail_json(msg='%s %r is not a valid Prometheus metric name' % (name, params[name]))
+    check_metric_names(module)
     if params['window'] is None:
         params['window'] = DEFAULT_WINDOW[source]
     if params['window'] < 0 or (source == 'prometheus' and params['window'] < 1):

@@ -31,23 +31,13 @@ attributes:
   diff_mode:
     support: none
     description: Nothing changes, so there is no diff.
+extends_documentation_fragment:
+  - sqlsynth.runbooks.metrics
 options:
   url:
     description: URL of the app's C(/metrics) endpoint.
     type: str
     required: true
-  requests_metric:
-    description: Counter of requests (summed over all its labels).
-    type: str
-    default: queries_total
-  errors_metric:
-    description: Counter of failed requests (summed over all its labels).
-    type: str
-    default: query_errors_total
-  duration_metric:
-    description: Histogram of request durations in seconds (without the C(_bucket) suffix).
-    type: str
-    default: query_duration_seconds
   window_seconds:
     description: Seconds between two reads of O(url); each window is judged on its own.
     type: float
@@ -208,7 +198,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.sqlsynth.runbooks.plugins.module_utils._http import make_context, parse_url
 from ansible_collections.sqlsynth.runbooks.plugins.module_utils._metrics import (
-    HAS_PROMETHEUS_CLIENT, METRIC_NAME, PROMETHEUS_CLIENT_IMPORT_ERROR)
+    HAS_PROMETHEUS_CLIENT, PROMETHEUS_CLIENT_IMPORT_ERROR, check_metric_names, metric_argument_spec)
 from ansible_collections.sqlsynth.runbooks.plugins.module_utils._watch import watch
 
 MAX_PER_SECOND = 50
@@ -222,9 +212,7 @@ def check_options(module):
             parse_url(value)
         except ValueError as exc:
             module.fail_json(msg='%s: %s' % (option, exc))
-    for name in ('requests_metric', 'errors_metric', 'duration_metric'):
-        if not METRIC_NAME.match(params[name]):
-            module.fail_json(msg='%s %r is not a valid Prometheus metric name' % (name, params[name]))
+    check_metric_names(module)
     if params['window_seconds'] <= 0:
         module.fail_json(msg='window_seconds must be greater than 0, got %s' % params['window_seconds'])
     if params['consecutive'] < 1:
@@ -252,11 +240,9 @@ def check_options(module):
 
 
 def main():
-    argument_spec = dict(
+    argument_spec = metric_argument_spec()
+    argument_spec.update(
         url=dict(type='str', required=True),
-        requests_metric=dict(type='str', default='queries_total'),
-        errors_metric=dict(type='str', default='query_errors_total'),
-        duration_metric=dict(type='str', default='query_duration_seconds'),
         window_seconds=dict(type='float', default=3.0),
         consecutive=dict(type='int', default=3),
         error_ratio_max=dict(type='float', default=0.01),
