@@ -18,7 +18,7 @@ from aiosmtpd.smtp import AuthResult
 from sqlsynth_runbook import Collection
 
 from conftest import wait_healthy
-from labtools import LAB_ROOT, ROOT, assert_no_traceback, injected, lab_fault, recap, run_playbook
+from labtools import LAB_ROOT, ROOT, assert_no_traceback, injected, recap, run_playbook
 
 RECEIVER = "http://127.0.0.1:9099/messages"
 SUPERVISORCTL = ["supervisorctl", "-c", os.path.join(LAB_ROOT, "supervisor", "supervisord.conf")]
@@ -174,6 +174,10 @@ def test_drill_recovers_verifies_notifies_and_writes_the_postmortem(scenario, ac
     timeline = json.load(open(os.path.join(directory, "timeline.json"), encoding="utf-8"))
     phases = {entry.get("phase") for entry in timeline.get("entries", timeline) if isinstance(entry, dict)}
     assert {"found", "done", "verified"} <= phases
+    # the post-mortem draft starts from the findings and lists the fix the run made
+    postmortem = open(os.path.join(directory, "postmortem.md"), encoding="utf-8").read()
+    assert "1. Candidate: " in postmortem and "_No candidate in the run's data" not in postmortem
+    assert re.search(r"^- \[x\] .*\(because ", postmortem, re.M), postmortem
 
 
 CANARY_URL_TOKEN = "CANARYurltoken5f1e"
@@ -234,6 +238,9 @@ def test_security_drill_through_the_api_contains_the_attack_and_leaks_no_secret(
         r"^sqlsynth_(?:db_password|redis_password|api_key): (\S+)$", lab_vars, re.M)
     assert len(secrets) == 7
     assert files_containing(str(tmp_path / "artifacts"), secrets) == []
+    for name in ("timeline.json", "report.md", "postmortem.md"):
+        assert os.path.getsize(os.path.join(result.timeline_dir, name)) > 0
+    assert "blocked 127.0.0.66 at nginx" in open(os.path.join(result.timeline_dir, "postmortem.md"), encoding="utf-8").read()
     assert files_containing(result.timeline_dir, secrets) == []
     bodies = [text_of(h) for h in hooks] + mails
     assert [s[:12] for s in secrets if any(s in b for b in bodies)] == []
@@ -276,3 +283,16 @@ def test_production_guard_holds_the_restart_without_confirmation(inbox):
     assert "Every containment step is held" in out
     hooks, mails = inbox()
     assert hooks == [] and mails == []  # nothing announced for a run that could not act
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"drill_scenario": "meteor"}, "value of drill_scenario must be one of: error_burst, db_down"),
+    ({"drill_scenario": "db_down", "sqlsynth_environment": "production"},
+     "Drills inject real faults: they run only on the lab inventory (sqlsynth_environment is production)"),
+])
+def test_drill_refuses_unknown_scenarios_and_non_lab_inventories(extra, message):
+    result = run_playbook("sqlsynth.runbooks.drill", extra=extra)
+    assert_no_traceback(result.stdout)
+    assert result.returncode != 0
+    assert message in " ".join(result.stdout.split())
+    assert "healthy" in wait_healthy()  # nothing was injected
