@@ -56,7 +56,7 @@ lab-down:
 health:
 	$(BIN)/ansible-playbook sqlsynth.runbooks.health_check -i inventories/lab
 
-test: deps lint docs-check unit sanity lab-up integration molecule
+test: deps lint docs-check unit sanity lab-up molecule integration
 	@echo "make test: all stages passed"
 
 lint: deps
