@@ -52,9 +52,10 @@ options:
   batch_size:
     description:
       - COUNT of each SCAN call (and so the most keys one UNLINK deletes). Bounds the work per round trip.
-        Between 1 and 100000.
+        Between 1 and 100000. The default keeps each call short (a few milliseconds at most on a busy host);
+        larger batches delete faster but block the server longer per call (see docs/benchmarks.md).
     type: int
-    default: 1000
+    default: 200
   pause_ms:
     description:
       - Milliseconds to sleep between round trips, to leave the server even more room on a busy instance.
@@ -186,7 +187,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.sqlsynth.runbooks.plugins.module_utils._redis import (
     HAS_REDIS, REDIS_IMPORT_ERROR, connection_argument_spec, describe_error)
 from ansible_collections.sqlsynth.runbooks.plugins.module_utils._redis_maint import (
-    check_options, flush, purge, raw_client, sample)
+    DEFAULT_BATCH, check_options, flush, purge, raw_client, sample)
 
 if HAS_REDIS:
     from redis import RedisError
@@ -215,7 +216,7 @@ def main():
     argument_spec = connection_argument_spec()
     argument_spec.update(patterns=dict(type='list', elements='str'),
                          flush_db=dict(type='int'),
-                         batch_size=dict(type='int', default=1000),
+                         batch_size=dict(type='int', default=DEFAULT_BATCH),
                          pause_ms=dict(type='int', default=0),
                          verify=dict(type='bool', default=True),
                          sample_size=dict(type='int', default=10000),
