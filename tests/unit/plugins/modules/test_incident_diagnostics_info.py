@@ -2,15 +2,19 @@
 """incident_diagnostics_info against a fake app (/metrics, /health, /api/query) and unreachable servers."""
 import datetime
 import json
+import os
 import socket
+import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.sqlsynth.runbooks.plugins.module_utils import _diagnostics
 from ansible_collections.sqlsynth.runbooks.plugins.modules import incident_diagnostics_info
+
+sys.path.insert(0, os.path.dirname(__file__))
+from http_fixture import METRICS_CONTENT_TYPE, FakeHandler, serve  # noqa: E402  pylint: disable=wrong-import-position
 
 API_KEY = "api-Key-9f8e7d6c5b4a"
 DB_PASSWORD = "db-Pass-0a1b2c"
@@ -37,48 +41,31 @@ BURST_SECOND = exposition(200, {"query_execution_failed": 31, "sql_injection_att
                           [("0.05", 100), ("0.1", 100), ("0.5", 200), ("+Inf", 200)])
 
 
-class Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def _send(self, status, body, ctype="application/json"):
-        data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
+class Handler(FakeHandler):
     def do_GET(self):
         srv = self.server
         if self.path == "/metrics":
             text = srv.scrapes[min(srv.hits, len(srv.scrapes) - 1)]
             srv.hits += 1
-            self._send(200, text, "text/plain; version=0.0.4")
+            self.send(200, text, METRICS_CONTENT_TYPE)
         elif self.path == "/health":
-            self._send(*srv.health)
+            self.send(*srv.health)
         else:
-            self._send(404, {"error": "not found"})
+            self.send(404, {"error": "not found"})
 
     def do_POST(self):
         srv = self.server
         length = int(self.headers.get("Content-Length") or 0)
         srv.posts.append((dict(self.headers), json.loads(self.rfile.read(length))))
         if self.headers.get("X-API-Key") != API_KEY:
-            self._send(401, {"error": "invalid or missing API key"})
+            self.send(401, {"error": "invalid or missing API key"})
         else:
-            self._send(*srv.query)
+            self.send(*srv.query)
 
 
 @pytest.fixture(scope="module")
 def running_server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    srv.daemon_threads = True
-    srv.url = "http://127.0.0.1:%d" % srv.server_address[1]
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    yield from serve(Handler)
 
 
 @pytest.fixture

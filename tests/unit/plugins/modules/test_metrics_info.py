@@ -1,13 +1,16 @@
 """metrics_info against a fake /metrics whose counters change between scrapes, and a fake Prometheus API."""
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import os
+import sys
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.sqlsynth.runbooks.plugins.modules import metrics_info
+
+sys.path.insert(0, os.path.dirname(__file__))
+from http_fixture import METRICS_CONTENT_TYPE, FakeHandler, serve  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def exposition(queries, errors, buckets):
@@ -29,50 +32,31 @@ SECOND = exposition({"natural_language": 160, "sql": 40}, {"query_execution_fail
                     BUCKETS_B)
 
 
-class Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def _send(self, status, body, ctype):
-        data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
+class Handler(FakeHandler):
     def do_GET(self):
         server, parts = self.server, urlsplit(self.path)
         if parts.path == "/metrics":
             status, text = server.scrapes[min(server.hits, len(server.scrapes) - 1)]
             server.hits += 1
-            self._send(status, text, "text/plain; version=0.0.4")
+            self.send(status, text, METRICS_CONTENT_TYPE)
         elif parts.path == "/api/v1/query":
             query = parse_qs(parts.query)["query"][0]
             server.queries.append(query)
             answer = next((v for k, v in server.answers.items() if k in query), None)
             if answer == "error":
-                self._send(400, {"status": "error", "errorType": "bad_data", "error": "parse error in query"},
-                           "application/json")
+                self.send(400, {"status": "error", "errorType": "bad_data", "error": "parse error in query"})
                 return
             result = [] if answer is None else [{"metric": {}, "value": [1764400000, answer]}]
-            self._send(200, {"status": "success", "data": {"resultType": "vector", "result": result}},
-                       "application/json")
+            self.send(200, {"status": "success", "data": {"resultType": "vector", "result": result}})
         elif parts.path == "/api/v1/alerts":
-            self._send(200, {"status": "success", "data": {"alerts": server.alerts}}, "application/json")
+            self.send(200, {"status": "success", "data": {"alerts": server.alerts}})
         else:
-            self._send(404, "not found", "text/plain")
+            self.send(404, "not found", "text/plain")
 
 
 @pytest.fixture(scope="module")
 def running_server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    srv.daemon_threads = True
-    srv.url = "http://127.0.0.1:%d" % srv.server_address[1]
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    yield from serve(Handler)
 
 
 @pytest.fixture

@@ -1,12 +1,16 @@
 """metrics_watch against a local fake app: /metrics counters the test drives per scrape, and /api/query."""
 import json
+import os
+import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.sqlsynth.runbooks.plugins.modules import metrics_watch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from http_fixture import METRICS_CONTENT_TYPE, FakeHandler, serve  # noqa: E402  pylint: disable=wrong-import-position
 
 API_KEY = "lab-key-9f8e7d6c5b4a"
 BOUNDS = ("0.05", "0.1", "0.5", "+Inf")
@@ -45,22 +49,11 @@ class FakeApp(object):
         return "\n".join(lines)
 
 
-class Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def _send(self, status, body, ctype):
-        data = body.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
+class Handler(FakeHandler):
     def do_GET(self):
         app = self.server.app
         if self.path != "/metrics":
-            self._send(404, "not found", "text/plain")
+            self.send(404, "not found", "text/plain")
             return
         with app.lock:
             app.scrapes += 1
@@ -68,7 +61,7 @@ class Handler(BaseHTTPRequestHandler):
             if app.on_scrape:
                 status = app.on_scrape(app, app.scrapes) or 200
             text = app.text()
-        self._send(status, text if status == 200 else "metrics broken", "text/plain; version=0.0.4")
+        self.send(status, text if status == 200 else "metrics broken", METRICS_CONTENT_TYPE)
 
     def do_POST(self):
         app = self.server.app
@@ -77,18 +70,12 @@ class Handler(BaseHTTPRequestHandler):
             app.posts.append({"path": self.path, "key": self.headers.get("X-API-Key"), "body": json.loads(body)})
             if app.count_posts:
                 app.observe(1, errors=0 if app.post_status == 200 else 1)
-        self._send(app.post_status, json.dumps({"sql": "SELECT 1", "data": [], "question": "q"}), "application/json")
+        self.send(app.post_status, {"sql": "SELECT 1", "data": [], "question": "q"})
 
 
 @pytest.fixture(scope="module")
 def running_server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    srv.daemon_threads = True
-    srv.url = "http://127.0.0.1:%d" % srv.server_address[1]
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    yield from serve(Handler)
 
 
 @pytest.fixture
