@@ -162,7 +162,7 @@ def lock_skip(cluster, db):
         holder.rollback()
         holder.close()
     done = sorted(t["table"] for t in result["tables"] if t["status"] == "done")
-    return dict(wall=wall, elapsed=result["elapsed_seconds"], skipped=result["skipped"], done=done)
+    return dict(wall=wall, elapsed=result["elapsed_seconds"], skipped=result["skipped_tables"], done=done)
 
 
 def measure(args):

@@ -9,6 +9,7 @@ statement_timeout, so a locked table is skipped after lock_timeout instead of wa
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import math
 import os
 import re
 import subprocess
@@ -40,18 +41,21 @@ TABLES_SQL = """
 TABLE_FIELDS = ('relid', 'schema', 'table', 'n_live_tup', 'n_dead_tup', 'hours_since_vacuum',
                 'hours_since_analyze', 'xid_age', 'bytes')
 
-# Index bloat estimate without locks or extensions: pages a freshly built btree would need
-# (reltuples x (8-byte tuple header + key width aligned to 8 + 4-byte line pointer) at 90% fill)
-# against relpages. Only indexes of at least index_bloat_min_bytes are considered.
+# Index bloat estimate without locks or extensions (see index_bloat_ratio): the key width per index
+# column is the type's fixed length, else the average width from pg_stats (of the table column, or of
+# the index itself for an expression column); NULL when a variable-width column has no statistics yet.
+# Only btree indexes of at least index_bloat_min_bytes (by relpages) are considered.
 INDEXES_SQL = """
-    SELECT ct.oid, n.nspname, ct.relname, ci.relname, i.indisvalid, ci.relpages::bigint * %(block)s,
-           CASE WHEN i.indisvalid AND ci.relpages > 1 AND ci.reltuples >= 0 THEN greatest(0, 1 - (
-             ceil(ci.reltuples * (12 + 8 * ceil(coalesce(
-               (SELECT sum(coalesce(st.avg_width, 8)) FROM pg_attribute a
-                LEFT JOIN pg_stats st ON st.schemaname = n.nspname AND st.tablename = ct.relname
-                                      AND st.attname = a.attname
-                WHERE a.attrelid = ct.oid AND a.attnum = ANY(i.indkey::int2[])), 8) / 8.0))
-                  / (%(block)s * 0.9 - 24)) + 1) / ci.relpages)::float8 END
+    SELECT ct.oid, n.nspname, ct.relname, ci.relname, i.indisvalid, ci.relpages::bigint, ci.reltuples::float8,
+           (SELECT CASE WHEN bool_and(k.width IS NOT NULL) THEN sum(k.width) END FROM (
+              SELECT CASE WHEN a.attlen > 0 THEN a.attlen ELSE coalesce(ts.avg_width, xs.avg_width) END AS width
+              FROM pg_attribute a
+              LEFT JOIN pg_attribute ta ON ta.attrelid = i.indrelid AND ta.attnum = i.indkey[a.attnum - 1] AND ta.attnum > 0
+              LEFT JOIN pg_stats ts ON ts.schemaname = n.nspname AND ts.tablename = ct.relname
+                                    AND ts.attname = ta.attname AND NOT ts.inherited
+              LEFT JOIN pg_stats xs ON ta.attnum IS NULL AND xs.schemaname = n.nspname AND xs.tablename = ci.relname
+                                    AND xs.attname = a.attname AND NOT xs.inherited
+              WHERE a.attrelid = i.indexrelid AND a.attnum > 0) k)::float8
     FROM pg_index i JOIN pg_class ci ON ci.oid = i.indexrelid JOIN pg_class ct ON ct.oid = i.indrelid
     JOIN pg_namespace n ON n.oid = ct.relnamespace JOIN pg_am am ON am.oid = ci.relam
     WHERE ct.relkind IN ('r', 'm') AND pg_has_role(ct.relowner, 'USAGE')
@@ -59,12 +63,36 @@ INDEXES_SQL = """
       AND (cardinality(%(schemas)s::text[]) = 0 OR n.nspname = ANY(%(schemas)s))
       AND NOT (n.nspname || '.' || ct.relname = ANY(%(exclude)s) OR ct.relname = ANY(%(exclude)s))
       AND (NOT i.indisvalid OR (am.amname = 'btree' AND ci.relpages::bigint * %(block)s >= %(min_bytes)s))"""
+INDEX_SQL_FIELDS = ('relid', 'schema', 'table', 'index', 'valid', 'pages', 'tuples', 'key_width')
 INDEX_FIELDS = ('relid', 'schema', 'table', 'index', 'valid', 'bytes', 'bloat_ratio')
 
 SIZES_SQL = """
     SELECT s.n_live_tup, s.n_dead_tup, pg_table_size(s.relid), pg_indexes_size(s.relid)
     FROM pg_stat_user_tables s WHERE s.relid = %s"""
 SIZE_FIELDS = ('n_live_tup', 'n_dead_tup', 'table_bytes', 'index_bytes')
+
+
+def index_bloat_ratio(tuples, pages, key_width):
+    """Estimated btree bloat, 1 - expected pages / actual pages (at least 0), or None when unknown.
+
+    Expected: a freshly built btree, every leaf tuple 8 bytes of header plus the key width aligned to 8,
+    plus a 4-byte line pointer, leaves filled to 90% (fillfactor) of a page less its 24-byte header,
+    plus the metapage. tuples and pages are pg_class.reltuples and relpages (as of the last VACUUM,
+    ANALYZE or (RE)INDEX); key_width is None when a variable-width key column has no statistics."""
+    if key_width is None or tuples is None or tuples < 0 or not pages or pages <= 1:
+        return None
+    expected = math.ceil(tuples * (12 + 8 * math.ceil(key_width / 8.0)) / (BLOCK * 0.9 - 24)) + 1
+    return max(0.0, 1 - float(expected) / pages)
+
+
+def fetch_indexes(conn, args):
+    """Rows of INDEX_FIELDS: the indexes INDEXES_SQL selects, with their size and bloat estimate."""
+    rows = []
+    for row in fetch(conn, INDEXES_SQL, INDEX_SQL_FIELDS, args):
+        bloat = index_bloat_ratio(row['tuples'], row['pages'], row['key_width']) if row['valid'] else None
+        row.update(bytes=(row['pages'] or 0) * BLOCK, bloat_ratio=bloat)
+        rows.append(dict((k, row[k]) for k in INDEX_FIELDS))
+    return rows
 
 
 def table_reasons(row, p):
@@ -307,7 +335,7 @@ def without_irreversible(jobs, result, reason):
         name = '%s.%s' % (job['schema'], job['table'])
         for index, _stmt, irreversible in job['steps']:
             if irreversible:
-                result['skipped'].append(dict(table=name, index=index, reason=reason))
+                result['skipped_tables'].append(dict(table=name, index=index, reason=reason))
         job['steps'] = [s for s in job['steps'] if not s[2]]
         if job['steps']:
             kept.append(job)
@@ -315,13 +343,16 @@ def without_irreversible(jobs, result, reason):
 
 
 def maintain(p, check_mode, pg_dump=None):
-    """Inspect, plan and (unless check_mode) act. Returns the module result (without 'failed')."""
+    """Inspect, plan and (unless check_mode) act. Returns the module result (without 'failed').
+
+    Skipped and failed tables go in skipped_tables/failed_tables: Ansible reads a truthy `skipped` key as
+    "this task was skipped" and `failed` as the task's own status."""
     secrets = [p.get('login_password')]
     started = time.monotonic()
     args = dict(block=BLOCK, schemas=p['schemas'], exclude=p['exclude_tables'], min_bytes=p['index_bloat_min_bytes'])
     with open_session(p, read_only=check_mode) as conn:
         tables = fetch(conn, TABLES_SQL, TABLE_FIELDS, args)
-        indexes = fetch(conn, INDEXES_SQL, INDEX_FIELDS, args)
+        indexes = fetch_indexes(conn, args)
         session_report = sessions(conn, p, check_mode=True)
         disk_report = disk(conn, p)
         jobs = build_plan(tables, indexes, p)
@@ -329,7 +360,7 @@ def maintain(p, check_mode, pg_dump=None):
                      statements=[s[1].as_string(conn) for s in j['steps']]) for j in jobs]
         irreversible = any(j['irreversible'] for j in jobs) or bool(session_report['terminate_statements'])
         result = dict(plan=plan, sessions=session_report, disk=disk_report, backup=None,
-                      tables=[], skipped=[], failed=[], statements=[],
+                      tables=[], skipped_tables=[], failed_tables=[], statements=[],
                       indexes=[dict((k, v) for k, v in i.items() if k != 'relid') for i in indexes
                                if not i['valid'] or (i['bloat_ratio'] or 0) >= p['index_bloat_ratio_min']],
                       candidates=len(tables))
@@ -360,9 +391,9 @@ def maintain(p, check_mode, pg_dump=None):
         result['tables'].append(rep)
         result['statements'] += [dict(s, table='%s.%s' % (rep['schema'], rep['table'])) for s in rep['statements']]
         if rep['status'] == 'skipped':
-            result['skipped'].append(dict(table='%s.%s' % (rep['schema'], rep['table']), reason=rep['skip_reason']))
+            result['skipped_tables'].append(dict(table='%s.%s' % (rep['schema'], rep['table']), reason=rep['skip_reason']))
         elif rep['status'] == 'failed':
-            result['failed'].append(dict(table='%s.%s' % (rep['schema'], rep['table']), error=rep['error']))
+            result['failed_tables'].append(dict(table='%s.%s' % (rep['schema'], rep['table']), error=rep['error']))
     ran = [s for s in result['statements'] if not s.get('error')]
     result.update(changed=bool(ran or result['sessions']['terminated'] or 'path' in (result['backup'] or {})),
                   elapsed_seconds=round(time.monotonic() - started, 3))

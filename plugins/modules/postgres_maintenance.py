@@ -18,7 +18,7 @@ description:
     C(REINDEX INDEX CONCURRENTLY) and C(DROP INDEX CONCURRENTLY) of the invalid C(_ccnew) leftovers
     of an interrupted concurrent reindex, up to O(workers) sessions at once (one table per session).
   - Every session runs under O(lock_timeout) and O(statement_timeout). A table whose lock cannot be had
-    within O(lock_timeout) is skipped and reported in RV(skipped), never waited on; the rest proceeds.
+    within O(lock_timeout) is skipped and reported in RV(skipped_tables), never waited on; the rest proceeds.
     A failed C(REINDEX INDEX CONCURRENTLY) has its invalid C(_ccnew) copy dropped at once.
   - Session hygiene - lists sessions idle in transaction longer than O(idle_in_transaction_seconds) and
     queries running longer than O(long_running_seconds); terminates the idle ones only when
@@ -80,7 +80,12 @@ options:
     description: When set, tables not analyzed for this many hours, or never, need ANALYZE.
     type: float
   index_bloat_ratio_min:
-    description: Estimated bloat (1 - expected size / actual size) from which a btree index is rebuilt.
+    description:
+      - Estimated bloat (1 - expected size / actual size) from which a btree index is rebuilt.
+      - The expected size is that of a freshly built btree (leaf pages 90% full) holding C(pg_class.reltuples)
+        entries; the key width comes from the column types, or from C(pg_stats) for variable-width columns and
+        expressions. An index with a variable-width key that has no statistics yet (table never analyzed) gets
+        no estimate and is not rebuilt for bloat. Sizes and counts are those of the last VACUUM, ANALYZE or REINDEX.
     type: float
     default: 0.5
   index_bloat_min_bytes:
@@ -181,19 +186,21 @@ statements:
   type: list
   elements: dict
   sample: [{table: public.query_history, sql: 'VACUUM (ANALYZE) "public"."query_history"', duration_seconds: 0.41}]
-skipped:
+skipped_tables:
   description: Tables given up, with the reason (lock not available within lock_timeout, statement_timeout).
   returned: always
   type: list
   elements: dict
   sample: [{table: public.sessions, reason: "lock not available within lock_timeout (2 s)"}]
-failed:
+failed_tables:
   description: Tables whose statements failed for another reason, with the error.
   returned: always
   type: list
   elements: dict
 indexes:
-  description: Invalid indexes and indexes with estimated bloat at or above O(index_bloat_ratio_min).
+  description: Invalid indexes and indexes with estimated bloat at or above O(index_bloat_ratio_min), each with
+    C(schema), C(table), C(index), C(valid), C(bytes) (C(pg_class.relpages) x 8 KiB) and C(bloat_ratio)
+    (null for an invalid index).
   returned: always
   type: list
   elements: dict
@@ -285,9 +292,9 @@ def main():
         module.fail_json(msg='PostgreSQL maintenance could not start: %s' % text, error_kind=kind)
     except (psycopg.Error, RuntimeError, OSError) as exc:
         module.fail_json(msg='PostgreSQL maintenance failed: %s' % scrub(first_line(exc), secrets))
-    if result['failed']:
-        module.fail_json(msg='%d table(s) failed: %s' % (len(result['failed']), '; '.join(
-            '%s: %s' % (f['table'], f['error']) for f in result['failed'])), **result)
+    if result['failed_tables']:
+        module.fail_json(msg='%d table(s) failed: %s' % (len(result['failed_tables']), '; '.join(
+            '%s: %s' % (f['table'], f['error']) for f in result['failed_tables'])), **result)
     module.exit_json(**result)
 
 

@@ -77,6 +77,52 @@ def test_ccnew_leftover_is_dropped_other_invalid_rebuilt_bloated_reindexed():
     assert _pg_maint.plan_index(index('t_v_idx', bloat=None), P) is None
 
 
+@pytest.mark.parametrize('tuples,pages,width,expected', [
+    (60000, 1648, 4, 0.900),    # int4 primary key of 600k rows, 90% deleted all over the key range, VACUUMed
+    (600000, 1648, 4, 0.0085),  # the same index with all its rows (as built)
+    (60000, 166, 4, 0.006),     # the bloated one after REINDEX
+    (600000, 4327, 33, 0.0185),  # md5 text key, analyzed (avg_width 33), as built
+], ids=['bloated', 'clean', 'reindexed', 'text-key'])
+def test_bloat_estimate_matches_btrees_measured_on_postgresql_15(tuples, pages, width, expected):
+    assert _pg_maint.index_bloat_ratio(tuples, pages, width) == pytest.approx(expected, abs=0.001)
+
+
+def test_no_bloat_estimate_without_key_width_counts_or_pages():
+    # Guessing 8 bytes for the unanalyzed 33-byte text key would call the clean index 62% bloated.
+    assert _pg_maint.index_bloat_ratio(600000, 4327, 8) > 0.6
+    assert _pg_maint.index_bloat_ratio(600000, 4327, None) is None
+    assert _pg_maint.index_bloat_ratio(-1, 4327, 4) is None  # reltuples -1: never vacuumed or analyzed
+    assert _pg_maint.index_bloat_ratio(None, 4327, 4) is None
+    assert _pg_maint.index_bloat_ratio(600000, 1, 4) is None and _pg_maint.index_bloat_ratio(600000, 0, 4) is None
+    assert _pg_maint.index_bloat_ratio(600000, 800, 4) == 0.0  # smaller than expected (deduplicated): no bloat
+
+
+class FakeConn:
+    def __init__(self, rows):
+        self.rows, self.calls = rows, []
+
+    def execute(self, query, args=None):
+        self.calls.append((query, args))
+        return self
+
+    def fetchall(self):
+        return self.rows
+
+
+def test_fetch_indexes_turns_pages_counts_and_width_into_bytes_and_estimate():
+    conn = FakeConn([(7, 'public', 't', 't_pkey', True, 1648, 60000.0, 4.0),
+                     (7, 'public', 't', 't_code', True, 4327, 600000.0, None),
+                     (7, 'public', 't', 't_pkey_ccnew', False, 1648, 60000.0, 4.0)])
+    args = dict(block=8192, schemas=[], exclude=[], min_bytes=10485760)
+    rows = _pg_maint.fetch_indexes(conn, args)
+    assert conn.calls == [(_pg_maint.INDEXES_SQL, args)]
+    assert [sorted(r) for r in rows] == [sorted(_pg_maint.INDEX_FIELDS)] * 3
+    assert [(r['index'], r['bytes']) for r in rows] == [('t_pkey', 13500416), ('t_code', 35446784), ('t_pkey_ccnew', 13500416)]
+    assert rows[0]['bloat_ratio'] == pytest.approx(0.9, abs=0.001)
+    assert rows[1]['bloat_ratio'] is None and rows[2]['bloat_ratio'] is None  # unknown width; invalid index
+    assert _pg_maint.plan_index(rows[0], P)[1] == 'estimated bloat 90%' and _pg_maint.plan_index(rows[1], P) is None
+
+
 def test_index_actions_can_be_switched_off():
     p = dict(P, actions=['vacuum', 'analyze'])
     assert _pg_maint.plan_index(index('x_ccnew', valid=False), p) is None
@@ -100,11 +146,11 @@ def test_plan_groups_by_table_invalid_first_biggest_table_first():
 def test_without_irreversible_keeps_vacuum_and_reports_the_rest():
     plan = _pg_maint.build_plan([table('a', dead=5000, live=1, relid=1)],
                                 [index('a_ccnew', False, tbl='a', relid=1), index('b_ccnew', False, tbl='b', relid=2)], P)
-    result = dict(skipped=[])
+    result = dict(skipped_tables=[])
     kept = _pg_maint.without_irreversible(plan, result, 'no backup (x)')
     assert [[s[1].as_string(None) for s in j['steps']] for j in kept] == [['VACUUM (ANALYZE) "public"."a"']]
-    assert sorted(s['index'] for s in result['skipped']) == ['a_ccnew', 'b_ccnew']
-    assert all(s['reason'] == 'no backup (x)' for s in result['skipped'])
+    assert sorted(s['index'] for s in result['skipped_tables']) == ['a_ccnew', 'b_ccnew']
+    assert all(s['reason'] == 'no backup (x)' for s in result['skipped_tables'])
 
 
 def test_lock_and_statement_timeouts_are_skips_other_errors_are_failures():
