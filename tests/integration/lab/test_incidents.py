@@ -1,8 +1,8 @@
 """Incident runbooks and drills against the real lab: real faults, real containment, real notifications.
 
 The webhook channels of the lab inventory point at the lab's receiver (127.0.0.1:9099, GET/DELETE /messages);
-the e-mail channel at an SMTP sink these tests start on 127.0.0.1:8025 (aiosmtpd). Recovery times are not
-asserted here: they are measured by tools/run_drills.py into docs/drills.md.
+the e-mail channel at the same receiver's SMTP sink (127.0.0.1:8025, stored with "path": "smtp"). Recovery
+times are not asserted here: they are measured by tools/run_drills.py into docs/drills.md.
 """
 import email
 import email.header
@@ -13,8 +13,6 @@ import subprocess
 import urllib.request
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult
 from sqlsynth_runbook import Collection
 
 from conftest import wait_healthy
@@ -24,37 +22,17 @@ RECEIVER = "http://127.0.0.1:9099/messages"
 SUPERVISORCTL = ["supervisorctl", "-c", os.path.join(LAB_ROOT, "supervisor", "supervisord.conf")]
 
 
-class MailSink:
-    def __init__(self):
-        self.messages = []
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd naming)  pylint: disable=unused-argument
-        self.messages.append(envelope.content.decode("utf-8", "replace"))
-        return "250 OK"
-
-
-@pytest.fixture(scope="module")
-def mail():
-    sink = MailSink()
-    # AUTH is offered and any login accepted, so a channel with SMTP credentials can be tested for leaks.
-    controller = Controller(sink, hostname="127.0.0.1", port=8025, auth_require_tls=False,
-                            authenticator=lambda *args: AuthResult(success=True))
-    controller.start()
-    yield sink
-    controller.stop()
-
-
 @pytest.fixture
-def inbox(mail):
-    """Empty the lab receiver and the mail sink; returns a function giving what arrived since."""
+def inbox():
+    """Empty the lab receiver (webhooks and e-mail); returns a function giving (webhooks, raw e-mails) since."""
     urllib.request.urlopen(urllib.request.Request(RECEIVER, method="DELETE"), timeout=5).read()
-    mail.messages.clear()
 
     def read():
         with urllib.request.urlopen(RECEIVER, timeout=5) as resp:
             body = json.loads(resp.read())
-        hooks = body if isinstance(body, list) else body.get("messages", [])
-        return [m for m in hooks if not m.get("path", "").startswith("/alertmanager")], list(mail.messages)
+        stored = body if isinstance(body, list) else body.get("messages", [])
+        hooks = [m for m in stored if m.get("path", "").startswith("/") and not m["path"].startswith("/alertmanager")]
+        return hooks, [m["body"] for m in stored if m.get("path") == "smtp"]
     return read
 
 

@@ -1,8 +1,12 @@
-"""Webhook receiver for the sqlsynth lab (standard library only).
+"""Webhook receiver and SMTP sink for the sqlsynth lab.
 
 Every POST, on any path, is stored as one JSON line in the store file:
 {"received_at", "path", "headers" (without Authorization), "body" (parsed JSON, else text)}.
+With --smtp-port, every e-mail is stored the same way with "path": "smtp", "mail_from", "rcpt_tos",
+"login" (the AUTH user name, never the password) and "body" (the message as sent). AUTH PLAIN/LOGIN is
+offered without TLS and any login accepted: the lab checks what the runbooks send, not who.
 GET /messages lists the stored messages, DELETE /messages clears them, GET /health answers 200.
+The HTTP side needs only the standard library; the SMTP side needs aiosmtpd (Debian: python3-aiosmtpd).
 """
 
 import argparse
@@ -96,6 +100,36 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, {"status": "stored"})
 
 
+class MailHandler:
+    """aiosmtpd handler: each message becomes one stored line with path "smtp"."""
+
+    def __init__(self, store):
+        self.store = store
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd naming)  pylint: disable=unused-argument
+        login = getattr(session.auth_data, "login", None)
+        self.store.append({
+            "received_at": datetime.now(timezone.utc).isoformat(),
+            "path": "smtp",
+            "mail_from": envelope.mail_from,
+            "rcpt_tos": list(envelope.rcpt_tos),
+            "login": login.decode("utf-8", "replace") if isinstance(login, bytes) else None,
+            "body": envelope.content.decode("utf-8", "replace"),
+        })
+        return "250 OK"
+
+
+def start_smtp(host, port, store):
+    """Start the SMTP sink in its own thread, storing into store; returns the aiosmtpd controller (stop() it)."""
+    from aiosmtpd.controller import Controller  # pylint: disable=import-outside-toplevel
+    from aiosmtpd.smtp import AuthResult  # pylint: disable=import-outside-toplevel
+
+    controller = Controller(MailHandler(store), hostname=host, port=port, auth_require_tls=False,
+                            authenticator=lambda *args: AuthResult(success=True, auth_data=args[-1]))
+    controller.start()
+    return controller
+
+
 def make_server(host, port, store_path):
     handler = type("BoundHandler", (Handler,), {"store": Store(store_path)})
     return ThreadingHTTPServer((host, port), handler)
@@ -106,15 +140,27 @@ def main(argv=None):
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9099)
     parser.add_argument("--store", default="/opt/sqlsynth-lab/receiver/messages.jsonl")
+    parser.add_argument("--smtp-port", type=int, default=0, help="also accept e-mail on this port (0: no SMTP)")
     args = parser.parse_args(argv)
     server = make_server(args.host, args.port, args.store)
-    print(f"receiver listening on {args.host}:{server.server_address[1]}, store {args.store}", flush=True)
+    smtp = None
+    if args.smtp_port:
+        try:
+            smtp = start_smtp(args.host, args.smtp_port, server.RequestHandlerClass.store)
+        except ImportError:
+            parser.exit(2, "receiver: --smtp-port needs aiosmtpd (apt install python3-aiosmtpd)\n")
+        except (OSError, TimeoutError) as exc:
+            parser.exit(2, f"receiver: cannot listen for SMTP on {args.host}:{args.smtp_port}: {exc or 'not ready in time'}\n")
+    print(f"receiver listening on {args.host}:{server.server_address[1]}"
+          + (f", SMTP on {args.host}:{args.smtp_port}" if smtp else "") + f", store {args.store}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+        if smtp:
+            smtp.stop()
 
 
 if __name__ == "__main__":
