@@ -29,6 +29,7 @@ RUN_MARKER = ".sqlsynth-runbook-run"
 TIMELINE_CALLBACK = "sqlsynth.runbooks.timeline"
 RUN_ENV = "SQLSYNTH_RUNBOOK_RUN_ID"  # set in every process of a run, to find its leftovers
 STATUSES = ("successful", "failed", "canceled", "timeout")
+POLL_SECONDS = 0.5  # longest a caller waiting for a run stays deaf to Ctrl-C
 
 
 def default_artifacts_root() -> str:
@@ -172,10 +173,17 @@ class RunHandle:
     def events(self, timeout: float | None = None) -> Iterator:
         """Typed events as they happen, ending with RunFinished. timeout bounds the wait for each event."""
         while True:
-            try:
-                event = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                raise TimeoutError(f"no event from run {self.run_id} within {timeout}s") from None
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                # Short waits: Ctrl-C must reach a caller blocked here even when the kernel hands SIGINT to
+                # another thread of the process (the run's worker), which an unbounded lock wait never notices.
+                left = POLL_SECONDS if deadline is None else min(POLL_SECONDS, deadline - time.monotonic())
+                try:
+                    event = self._queue.get(timeout=max(0.0, left))
+                    break
+                except queue.Empty:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise TimeoutError(f"no event from run {self.run_id} within {timeout}s") from None
             if event is None:  # the worker died without a result
                 return
             yield event
@@ -190,8 +198,11 @@ class RunHandle:
         return self._done.is_set()
 
     def wait(self, timeout: float | None = None) -> RunResult:
-        if not self._done.wait(timeout):
-            raise TimeoutError(f"run {self.run_id} still running after {timeout}s")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # Short waits, as in events(): a Ctrl-C delivered to the worker thread still interrupts the caller.
+        while not self._done.wait(POLL_SECONDS if deadline is None else max(0.0, min(POLL_SECONDS, deadline - time.monotonic()))):
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"run {self.run_id} still running after {timeout}s")
         if self._error is not None:
             raise RunnerError(f"run {self.run_id} could not run: {self._error}") from self._error
         return self._result

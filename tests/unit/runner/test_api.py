@@ -2,6 +2,7 @@
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -94,3 +95,39 @@ def test_rotation_keeps_the_last_n_runs(collection_root, inventory, tmp_path):
     unrelated.mkdir(parents=True)
     ids = [coll.run("broken", inventory).run_id for dummy in range(3)]
     assert sorted(os.listdir(tmp_path / "runs")) == sorted(ids[1:] + ["not-a-run"])
+
+
+CTRL_C_ON_ANOTHER_THREAD = r"""
+import signal, sys, threading, time
+from sqlsynth_runbook.api import RunHandle
+
+handle = RunHandle("slow", "run-1", "/nonexistent", None)
+{wait}
+unblocked = threading.Event()
+
+
+def other_thread():
+    time.sleep(0.3)
+    signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # the kernel's choice: not the main thread
+    time.sleep(5)
+    unblocked.set()  # a caller that did not notice the Ctrl-C is only woken by the run's next event
+    handle._queue.put(None)
+    handle._done.set()
+
+
+threading.Thread(target=other_thread, daemon=True).start()
+try:
+    WAIT()
+except KeyboardInterrupt:
+    sys.exit(3 if unblocked.is_set() else 0)
+sys.exit(4)
+"""
+
+
+@pytest.mark.parametrize("wait", ["def WAIT(): list(handle.events())", "def WAIT(): handle.wait()"],
+                         ids=["events", "wait"])
+def test_ctrl_c_interrupts_a_caller_waiting_on_the_run_even_when_sigint_lands_on_another_thread(wait):
+    """Exit 0: KeyboardInterrupt before the next event; 3: only after it (the CLI hung until the task ended)."""
+    proc = subprocess.run([sys.executable, "-c", CTRL_C_ON_ANOTHER_THREAD.replace("{wait}", wait)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
