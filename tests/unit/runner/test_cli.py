@@ -123,8 +123,11 @@ def test_timeout_exits_1(cli, inventory):
 
 
 def test_ctrl_c_cancels_the_run_and_exits_130(cli, inventory):
+    # Ctrl-C as in a terminal: a test run started as a background job inherits SIGINT ignored, and Python keeps
+    # ignoring it, so the CLI gets SIGINT's default disposition back (Python then raises KeyboardInterrupt).
     proc = subprocess.Popen([CLI, "run", "slow", "-i", inventory, "-e", "seconds=178"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=cli.env)
+                            stderr=subprocess.PIPE, text=True, env=cli.env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stdout.readline().strip() == "PLAY slow"
         time.sleep(2)  # the sleep task is running now
