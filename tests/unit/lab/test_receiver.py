@@ -143,7 +143,7 @@ def test_smtp_port_in_use_is_a_clear_error(tmp_path):
         taken.listen()
         smtp_port = taken.getsockname()[1]
         proc = subprocess.run([sys.executable, receiver.__file__, "--port", str(pick_port()), "--smtp-port", str(smtp_port),
-                               "--store", str(tmp_path / "m.jsonl")], capture_output=True, text=True, timeout=30)
+                               "--store", str(tmp_path / "m.jsonl")], capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 2
     assert "cannot listen for SMTP on 127.0.0.1:%d" % smtp_port in proc.stderr
     assert "Traceback" not in proc.stderr
