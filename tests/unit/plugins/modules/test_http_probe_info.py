@@ -3,13 +3,15 @@
 TLS: a throwaway CA signs a good certificate (sqlsynth.lab, 30 days), an expired one and
 one for the wrong name; each is served by its own https server on 127.0.0.1, port 0.
 """
+import contextlib
 import datetime
 import ipaddress
 import json
+import os
 import ssl
+import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from ansible.module_utils.testing import patch_module_args
@@ -20,6 +22,9 @@ from cryptography.x509.oid import NameOID
 
 from ansible_collections.sqlsynth.runbooks.plugins.modules import http_probe_info
 
+sys.path.insert(0, os.path.dirname(__file__))
+from http_fixture import FakeHandler, serve  # noqa: E402  pylint: disable=wrong-import-position
+
 API_KEY = "s3cret-key-for-tests"
 HEALTHY = {"status": "healthy", "timestamp": 1, "components": {"database": True, "cache": True, "openai_api": True}}
 UNHEALTHY = {"status": "unhealthy", "timestamp": 1, "components": {"database": False, "cache": True, "openai_api": True}}
@@ -27,88 +32,52 @@ EXPECT_HEALTHY = {"status": "healthy", "components.*": True}
 RELEASE = threading.Event()  # lets hanging handlers go at teardown
 
 
-class Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def _send(self, status, body, ctype="application/json"):
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _send_headers(self, status, headers):
-        data = json.dumps(HEALTHY).encode()
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
+class Handler(FakeHandler):
     def do_GET(self):
         if self.path == "/health":
-            self._send(200, HEALTHY)
+            self.send(200, HEALTHY)
         elif self.path == "/unhealthy":
-            self._send(503, UNHEALTHY)
+            self.send(503, UNHEALTHY)
         elif self.path == "/hang":
             RELEASE.wait(20)
-            self._send(200, HEALTHY)
+            self.send(200, HEALTHY)
         elif self.path == "/slow":
             time.sleep(0.3)
-            self._send(200, HEALTHY)
+            self.send(200, HEALTHY)
         elif self.path == "/text":
-            self._send(200, b"all good\n", "text/plain")
+            self.send(200, "all good\n", "text/plain")
         elif self.path == "/hardened":
-            self._send_headers(200, {"Strict-Transport-Security": "max-age=31536000; includeSubDomains",
-                                     "X-CSRF-Protection": "enabled"})
+            self.send(200, HEALTHY, headers={"Strict-Transport-Security": "max-age=31536000; includeSubDomains",
+                                             "X-CSRF-Protection": "enabled"})
         elif self.path == "/peer":
-            self._send(200, {"client": self.client_address[0]})
+            self.send(200, {"client": self.client_address[0]})
         elif self.path == "/denied-for-66":  # what nginx does for a client on its blocklist
             if self.client_address[0] == "127.0.0.66":
-                self._send(403, b"<html>403 Forbidden</html>", "text/html")
+                self.send(403, "<html>403 Forbidden</html>", "text/html")
             else:
-                self._send(200, HEALTHY)
+                self.send(200, HEALTHY)
         elif self.path == "/headers":  # names only: values may be secrets
-            self._send(200, {"host": self.headers.get("Host"), "names": sorted(self.headers.keys())})
+            self.send(200, {"host": self.headers.get("Host"), "names": sorted(self.headers.keys())})
         else:
-            self._send(404, {"error": "not found"})
+            self.send(404, {"error": "not found"})
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"null")
         if self.headers.get("X-API-Key") != API_KEY:
-            self._send(401, {"error": "invalid or missing API key"})
+            self.send(401, {"error": "invalid or missing API key"})
         else:
-            self._send(200, {"question": body["question"], "sql": "SELECT count(*) FROM users", "data": [[3]],
-                             "content_type": self.headers.get("Content-Type")})
+            self.send(200, {"question": body["question"], "sql": "SELECT count(*) FROM users", "data": [[3]],
+                            "content_type": self.headers.get("Content-Type")})
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):
-        pass  # clients that reject our certificate are expected here
-
-
-def serve(context=None):
-    server = Server(("127.0.0.1", 0), Handler)
-    if context is not None:
-        # Handshake in the handler thread, so a client that stalls cannot block accept().
-        server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, "%s://127.0.0.1:%d" % ("https" if context else "http", server.server_address[1])
+serving = contextlib.contextmanager(serve)
 
 
 @pytest.fixture(scope="module")
 def http_url():
-    server, url = serve()
-    yield url
-    RELEASE.set()
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as server:
+        yield server.url
+        RELEASE.set()
 
 
 def _name(cn):
@@ -141,7 +110,7 @@ def tls(tmp_path_factory):
         "expired": (now - 40 * day, now - 2 * day - datetime.timedelta(hours=1), lab_names),
         "wrong_name": (now - day, now + 30 * day, [x509.DNSName("other.example")]),
     }
-    servers, urls = [], {"ca": str(tmp / "ca.crt")}
+    urls, servers = {"ca": str(tmp / "ca.crt")}, contextlib.ExitStack()
     for kind, (start, end, sans) in specs.items():
         key = ec.generate_private_key(ec.SECP256R1())
         cert = _cert(sans[0].value, "sqlsynth test CA", key, ca_key, start, end, sans)
@@ -151,12 +120,9 @@ def tls(tmp_path_factory):
                                 serialization.NoEncryption()))
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(str(tmp / (kind + ".pem")))
-        server, urls[kind] = serve(context)
-        servers.append(server)
-    yield urls
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+        urls[kind] = servers.enter_context(serving(Handler, context)).url
+    with servers:
+        yield urls
 
 
 def run(capsys, **args):
