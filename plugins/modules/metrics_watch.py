@@ -33,6 +33,7 @@ attributes:
     description: Nothing changes, so there is no diff.
 extends_documentation_fragment:
   - sqlsynth.runbooks.metrics
+  - sqlsynth.runbooks.tls
 options:
   url:
     description: URL of the app's C(/metrics) endpoint.
@@ -54,7 +55,9 @@ options:
     description: A window whose p95 latency is above this many seconds fails. Not checked when unset.
     type: float
   timeout:
-    description: Seconds after which the watch gives up and fails. Must leave room for O(consecutive) windows.
+    description:
+      - Seconds after which the watch gives up and fails. Must leave room for O(consecutive) windows.
+      - Unlike the other HTTP modules this bounds the whole watch; O(request_timeout) bounds each request.
     type: float
     default: 120
   request_timeout:
@@ -85,16 +88,6 @@ options:
           slow app gets fewer.
         type: float
         default: 2
-  validate_certs:
-    description: Verify the certificate chain and name of C(https) URLs.
-    type: bool
-    default: true
-  ca_path:
-    description: CA bundle file (or OpenSSL hashed directory) to verify against instead of the system store.
-    type: path
-  server_name:
-    description: Name sent as SNI and C(Host) header and verified against the certificate of C(https) URLs.
-    type: str
 requirements:
   - prometheus-client (its text format parser)
 seealso:
@@ -196,7 +189,7 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.sqlsynth.runbooks.plugins.module_utils._http import make_context, parse_url
+from ansible_collections.sqlsynth.runbooks.plugins.module_utils._http import make_context, parse_url, tls_argument_spec
 from ansible_collections.sqlsynth.runbooks.plugins.module_utils._metrics import (
     HAS_PROMETHEUS_CLIENT, PROMETHEUS_CLIENT_IMPORT_ERROR, check_metric_names, metric_argument_spec)
 from ansible_collections.sqlsynth.runbooks.plugins.module_utils._watch import watch
@@ -241,6 +234,7 @@ def check_options(module):
 
 def main():
     argument_spec = metric_argument_spec()
+    argument_spec.update(tls_argument_spec())
     argument_spec.update(
         url=dict(type='str', required=True),
         window_seconds=dict(type='float', default=3.0),
@@ -256,9 +250,6 @@ def main():
             question=dict(type='str', default='how many users are there'),
             per_second=dict(type='float', default=2.0),
         )),
-        validate_certs=dict(type='bool', default=True),
-        ca_path=dict(type='path'),
-        server_name=dict(type='str'),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     context = check_options(module)
