@@ -47,6 +47,17 @@ class RunbookSpec:
         return dataclasses.asdict(self)
 
 
+def _read_yaml(path: str, context: str, what: str):
+    """The YAML document at path ({} when empty); SpecError '<context>: cannot read <what>' or '... is not valid YAML'."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.safe_load(fh) or {}
+    except OSError as exc:
+        raise SpecError(f"{context}: cannot read {what}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{context}: {what} is not valid YAML: {exc}") from None
+
+
 def role_options(spec_path: str, role: str) -> dict:
     """The options of roles/<role>/meta/argument_specs.yml (entry point main), for specs with options_from_role.
 
@@ -55,13 +66,7 @@ def role_options(spec_path: str, role: str) -> dict:
     """
     path = os.path.join(os.path.dirname(os.path.abspath(spec_path)), os.pardir, os.pardir, "roles", role,
                         "meta", "argument_specs.yml")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
-    except OSError as exc:
-        raise SpecError(f"spec {spec_path}: options_from_role {role!r}: cannot read {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise SpecError(f"spec {spec_path}: options_from_role {role!r}: {path} is not valid YAML: {exc}") from None
+    data = _read_yaml(path, f"spec {spec_path}: options_from_role {role!r}", path)
     options = ((data.get("argument_specs") or {}).get("main") or {}).get("options")
     if not isinstance(options, dict):
         raise SpecError(f"spec {spec_path}: options_from_role {role!r}: {path} has no argument_specs.main.options")
@@ -69,13 +74,7 @@ def role_options(spec_path: str, role: str) -> dict:
 
 
 def load_spec(path: str, name: str) -> RunbookSpec:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
-    except OSError as exc:
-        raise SpecError(f"runbook {name!r}: cannot read spec {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise SpecError(f"runbook {name!r}: spec {path} is not valid YAML: {exc}") from None
+    data = _read_yaml(path, f"runbook {name!r}", f"spec {path}")
     if not isinstance(data, dict):
         raise SpecError(f"runbook {name!r}: spec {path} must be a mapping")
     declared = dict(data.get("options") or {})
