@@ -64,3 +64,19 @@ def injected(fault, **extra):
 
 def assert_no_traceback(output):
     assert "Traceback (most recent call last)" not in output, output[-4000:]
+
+
+def files_containing(top, needles):
+    """'<needle head> in <path>' for every file under top holding one of needles (a str or a list of them)."""
+    needles = [needles] if isinstance(needles, str) else list(needles)
+    hits = []
+    for directory, _dirs, names in os.walk(top):
+        for name in names:
+            path = os.path.join(directory, name)
+            try:
+                with open(path, "rb") as handle:
+                    data = handle.read().decode("utf-8", "replace")
+            except OSError:
+                continue
+            hits += ["%s in %s" % (needle[:12], path) for needle in needles if needle in data]
+    return hits

@@ -16,7 +16,7 @@ import pytest
 from sqlsynth_runbook import Collection
 
 from conftest import wait_healthy
-from labtools import LAB_ROOT, ROOT, assert_no_traceback, injected, recap, run_playbook
+from labtools import LAB_ROOT, ROOT, assert_no_traceback, files_containing, injected, recap, run_playbook
 
 RECEIVER = "http://127.0.0.1:9099/messages"
 SUPERVISORCTL = ["supervisorctl", "-c", os.path.join(LAB_ROOT, "supervisor", "supervisord.conf")]
@@ -174,19 +174,6 @@ def canary_channels():
                          "smtp_username": "runbooks", "smtp_password": CANARY_SMTP_PASSWORD,
                          "from": "sqlsynth-runbooks@sqlsynth.lab", "to": ["oncall@sqlsynth.lab"]},
     }
-
-
-def files_containing(root, needles):
-    hits = []
-    for directory, dummy, names in os.walk(root):
-        for name in names:
-            path = os.path.join(directory, name)
-            try:
-                data = open(path, "rb").read().decode("utf-8", "replace")
-            except OSError:
-                continue
-            hits += ["%s in %s" % (needle[:12], path) for needle in needles if needle in data]
-    return hits
 
 
 def test_security_drill_through_the_api_contains_the_attack_and_leaks_no_secret(tmp_path, inbox):

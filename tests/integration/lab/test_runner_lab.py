@@ -4,7 +4,7 @@ import os
 import subprocess
 import uuid
 
-from labtools import ENV, ROOT, VENV_BIN, injected
+from labtools import ENV, ROOT, VENV_BIN, files_containing, injected
 
 from sqlsynth_runbook import Collection
 
@@ -15,20 +15,6 @@ def cli(*args, artifacts):
     return subprocess.run([CLI, "--root", ROOT, "run", "health_check", "-i", "inventories/lab",
                            "--artifacts-root", str(artifacts)] + list(args),
                           cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300, check=False)
-
-
-def files_containing(top, needle):
-    hits = []
-    for dirpath, _dirs, files in os.walk(top):
-        for name in files:
-            path = os.path.join(dirpath, name)
-            try:
-                with open(path, "rb") as handle:
-                    if needle.encode() in handle.read():
-                        hits.append(path)
-            except OSError:
-                pass
-    return hits
 
 
 def test_cli_shows_progress_and_exits_zero_on_a_healthy_lab(tmp_path):
